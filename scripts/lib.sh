@@ -1,0 +1,168 @@
+# shellcheck shell=bash
+# Shared helpers for rundkit scripts.  Source it; do not run it.
+#
+# Every ensure_* function states what holds when it returns, and either makes
+# it so or dies with a message that says what is missing.
+
+set -euo pipefail
+
+RUNDKIT_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RUNDKIT_BUILD=${RUNDKIT_BUILD:-$RUNDKIT_TOP/build}
+KERNEL_VERSION=${KERNEL_VERSION:-6.1}
+JOBS=${JOBS:-$(nproc)}
+
+say() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
+die() { printf '%s: error: %s\n' "${0##*/}" "$*" >&2; exit 1; }
+
+# Print seconds since the epoch with sub-second precision, for step timings.
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# ensure_root: the caller is uid 0.
+ensure_root() {
+	[ "$(id -u)" = 0 ] || die "must run as root (cgroupfs, loop devices and apt need it)"
+}
+
+# ensure_cmd CMD PACKAGE: CMD is on PATH, or we say which package provides it.
+ensure_cmd() {
+	command -v "$1" >/dev/null 2>&1 ||
+		die "'$1' not found: install Debian package '$2' (or run: make deps)"
+}
+
+# ensure_distro_source: the pristine Debian linux-source-$KERNEL_VERSION tree
+# is extracted, whole, at $RUNDKIT_BUILD/kernel/$KERNEL_VERSION/stock/linux
+# and its path is printed.  It is never patched or built in-tree.  Extraction goes to a temporary directory renamed into
+# place at the end, so a crash never leaves a partial tree behind.
+ensure_distro_source() {
+	local tarball=/usr/src/linux-source-$KERNEL_VERSION.tar.xz
+	local dest=$RUNDKIT_BUILD/kernel/$KERNEL_VERSION/stock/linux
+	if [ -f "$dest/.rundkit-pristine" ]; then
+		echo "$dest"
+		return
+	fi
+	[ -f "$tarball" ] ||
+		die "$tarball missing: apt-get install linux-source-$KERNEL_VERSION"
+	mkdir -p "$(dirname "$dest")"
+	rm -rf "$dest" "$dest.tmp"
+	mkdir "$dest.tmp"
+	say "extracting $tarball"
+	tar -xf "$tarball" -C "$dest.tmp" --strip-components=1
+	sha256sum "$tarball" >"$dest.tmp/.rundkit-pristine"
+	mv "$dest.tmp" "$dest"
+	echo "$dest"
+}
+
+# series_files DIR: the patch files of DIR/series, in order, one per line.
+# Blank lines and '#' comments are skipped; a listed file that is missing is
+# an error.
+series_files() {
+	local dir=$1 line
+	[ -f "$dir/series" ] || die "$dir/series: no such file"
+	while IFS= read -r line || [ -n "$line" ]; do
+		line=${line%%#*}
+		line=$(echo "$line" | xargs)
+		[ -n "$line" ] || continue
+		[ -f "$dir/$line" ] || die "$dir/series lists '$line' but $dir/$line does not exist"
+		echo "$dir/$line"
+	done <"$dir/series"
+}
+
+# series_id DIR: a hash naming exactly this series (file names and contents).
+series_id() {
+	local f
+	{
+		for f in $(series_files "$1"); do
+			basename "$f"
+			cat "$f"
+		done
+	} | sha256sum | cut -c1-16
+}
+
+# check_series TREE DIR: every patch of DIR/series applies, in order, to TREE,
+# which is not modified.  The touched files are copied to a scratch tree and
+# the series applied there; a failure names the patch and the hunk.
+check_series() {
+	local tree=$1 dir=$2 scratch f out rel
+	scratch=$(mktemp -d "${TMPDIR:-/tmp}/rundkit-series.XXXXXX")
+	# shellcheck disable=SC2064
+	trap "rm -rf '$scratch'" RETURN
+	for f in $(series_files "$dir"); do
+		# Both sides of every file header: new files have --- /dev/null.
+		for rel in $(sed -n -e 's|^--- a/||p' -e 's|^+++ b/||p' "$f" | sort -u); do
+			if [ -e "$tree/$rel" ] && [ ! -e "$scratch/$rel" ]; then
+				mkdir -p "$scratch/$(dirname "$rel")"
+				cp -p "$tree/$rel" "$scratch/$rel"
+			fi
+		done
+	done
+	for f in $(series_files "$dir"); do
+		if ! out=$(patch -d "$scratch" -p1 -N -F0 --no-backup-if-mismatch -s <"$f" 2>&1); then
+			printf '%s\n' "$out" | sed 's/^/    /' >&2
+			die "patch $(basename "$f") does not apply to $tree (see the failed hunk above); nothing was changed"
+		fi
+	done
+}
+
+# apply_series TREE DIR: apply DIR/series to TREE after check_series has
+# passed.  Records the series id in TREE/.rundkit-series.
+apply_series() {
+	local tree=$1 dir=$2 f
+	for f in $(series_files "$dir"); do
+		patch -d "$tree" -p1 -N -F0 --no-backup-if-mismatch -s <"$f" >/dev/null ||
+			die "patch $(basename "$f") failed on $tree after a clean check (tree changed underneath?)"
+	done
+	series_id "$dir" >"$tree/.rundkit-series"
+}
+
+# merge_kernel_config OBJ SRC FRAGMENT...: OBJ/.config is tinyconfig plus the
+# fragments, and every CONFIG_ line of every fragment holds in it.  Lists the
+# options that did not make it and fails if there are any.
+merge_kernel_config() {
+	local obj=$1 src=$2
+	shift 2
+	mkdir -p "$obj"
+	make -s -C "$src" O="$obj" tinyconfig >/dev/null
+	(cd "$obj" && "$src/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$@" >/dev/null)
+	make -s -C "$src" O="$obj" olddefconfig >/dev/null
+	verify_kernel_config "$obj/.config" "$@"
+}
+
+# verify_kernel_config CONFIG FRAGMENT...: every option a fragment sets has
+# that value in CONFIG ('# CONFIG_X is not set' counts as n).
+verify_kernel_config() {
+	local config=$1 frag line sym want have missing=""
+	shift
+	for frag in "$@"; do
+		while IFS= read -r line; do
+			case "$line" in
+			CONFIG_*=*) sym=${line%%=*} want=${line#*=} ;;
+			"# CONFIG_"*" is not set") sym=${line#\# } sym=${sym%% *} want=n ;;
+			*) continue ;;
+			esac
+			have=$(sed -n -e "s/^$sym=//p" -e "s/^# $sym is not set/n/p" "$config")
+			[ -n "$have" ] || have=n
+			[ "$have" = "$want" ] || missing="$missing $sym=$want(got $have)"
+		done <"$frag"
+	done
+	[ -z "$missing" ] || die "options asked for but not in $config:$missing"
+}
+
+# detect_accel: prints 'kvm' when /dev/kvm can boot a standard guest, else
+# 'tcg'.  RUNDKIT_ACCEL overrides.  The answer is cached per boot of the
+# host, because the probe boots a guest (a PVM host hangs under KVM).
+detect_accel() {
+	if [ -n "${RUNDKIT_ACCEL:-}" ]; then
+		echo "$RUNDKIT_ACCEL"
+		return
+	fi
+	if [ ! -w /dev/kvm ]; then
+		echo tcg
+		return
+	fi
+	local cache=$RUNDKIT_BUILD/accel.$(cat /proc/sys/kernel/random/boot_id)
+	if [ ! -f "$cache" ]; then
+		"$RUNDKIT_TOP/scripts/kvm-probe" >"$cache.tmp" 2>/dev/null || echo tcg >"$cache.tmp"
+		mv "$cache.tmp" "$cache"
+	fi
+	cat "$cache"
+}

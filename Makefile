@@ -1,0 +1,65 @@
+# rundkit: what can be built and run.  `make help` lists it.
+#
+# Everything builds under build/.  Kernel work uses Debian's linux-source
+# packages; KSRC=dir patches and builds a kernel tree you already have.
+
+SHELL := /bin/bash
+JOBS ?= $(shell nproc)
+export JOBS KSRC
+
+CXX_BUILD := build/cxx
+
+.PHONY: help deps host-kernel host-kernel-stock host-kernel-debug selftests \
+	selftests-stock selftests-debug cxx cxx-test check demo check-series clean
+
+help:
+	@echo "make deps               install the Debian packages rundkit needs (root)"
+	@echo "make demo               the main job: patched kernel in a VM, lwcg pools at work"
+	@echo "make check              every test: C++ unit/integration tests, kselftests in VMs"
+	@echo "make host-kernel        patched Debian 6.1 host kernel (test + debug variants)"
+	@echo "make host-kernel-stock  the same kernel without the series, for comparison"
+	@echo "make selftests          cgroup kselftests + test_lwcg on the patched kernel"
+	@echo "make check-series       checkpatch --strict and a build of every patch in turn"
+	@echo "make cxx / cxx-test     build / test the C++ tools (lcgroupctl, reflinkfs)"
+	@echo "make clean              remove build/"
+
+deps:
+	scripts/install-deps
+
+host-kernel:
+	scripts/build-host-kernel lwcg
+	scripts/build-host-kernel debug
+
+host-kernel-stock:
+	scripts/build-host-kernel stock
+
+host-kernel-debug:
+	scripts/build-host-kernel debug
+
+selftests:
+	scripts/vm-selftests lwcg
+
+selftests-stock:
+	scripts/vm-selftests stock
+
+selftests-debug:
+	scripts/vm-selftests debug
+
+cxx:
+	cmake -S . -B $(CXX_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(CXX_BUILD) -j$(JOBS)
+
+cxx-test: cxx
+	scripts/run-ctest $(CXX_BUILD)
+
+check:
+	scripts/check
+
+demo:
+	scripts/demo
+
+check-series:
+	scripts/check-series
+
+clean:
+	rm -rf build

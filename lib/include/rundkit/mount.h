@@ -1,0 +1,73 @@
+// Mounts as owned resources, file-system identification by statfs magic,
+// and the read-only overlayfs view of image layers shared with guests.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "rundkit/fd.h"
+
+namespace rundkit {
+
+// "xfs", "btrfs", "ext4" (ext2/3/4 share a magic), "tmpfs", "overlay", ...
+// or "unknown (0x1234)".
+std::string fs_type_name(long f_type);
+// The file system type of the file at `path` / behind `fd`.
+std::string filesystem_of(const std::string &path);
+std::string filesystem_of(const Fd &fd);
+
+// True when `path` is the root of a mount (its mount id differs from its
+// parent's).
+bool is_mountpoint(const std::string &path);
+
+// A mounted file system, unmounted by the destructor unless released.
+class Mount {
+public:
+  Mount() = default;
+  explicit Mount(std::string target) : target_(std::move(target)) {}
+  Mount(const Mount &) = delete;
+  Mount &operator=(const Mount &) = delete;
+  Mount(Mount &&o) noexcept : target_(std::exchange(o.target_, {})) {}
+  Mount &operator=(Mount &&o) noexcept;
+  ~Mount();
+
+  const std::string &target() const noexcept { return target_; }
+  // Keeps the mount after this object is gone (a CLI's `mount` verb).
+  std::string release() noexcept { return std::exchange(target_, {}); }
+  // Unmounts now; throws rundkit::Error (EBUSY names the target).
+  void unmount();
+
+private:
+  std::string target_;
+};
+
+// mount(2) returning an owner; errors name the source and target.
+Mount mount_fs(const std::string &source, const std::string &target,
+               const std::string &fstype, unsigned long flags,
+               const std::string &data = {});
+
+// A layer argument resolved to the directory whose contents form the layer:
+// a containerd overlay snapshot directory (`.../snapshots/N`) means its
+// `fs` subdirectory, anything else the directory itself.
+std::string layer_root(const std::string &layer);
+
+struct RoLayerMount {
+  Mount mount;
+  std::string kind;     // "overlay" or "bind" (a single layer)
+  std::string lowerdir; // overlay's lowerdir=, topmost first
+};
+
+// Mounts `layers` (bottom first, the order an image manifest lists them)
+// read-only at `target`: an overlayfs with lower layers only, or a read-only
+// bind mount when there is one layer (overlayfs needs two lowers without an
+// upper).  Throws rundkit::Error; nothing is mounted on failure.
+RoLayerMount mount_ro_layers(const std::vector<std::string> &layers,
+                             const std::string &target);
+
+// Unmounts what mount_ro_layers mounted; refuses a path that is not a mount.
+void umount_ro_layers(const std::string &target);
+
+} // namespace rundkit

@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
 
   // bench [options]
   BenchOptions bopt;
-  std::string conc_text = "1,10,50,100,200", modes_text = "reflink,qcow2,mkfs,copy";
+  std::string conc_text = "1,10,50,100,200", modes_text = "reflink,volatile,qcow2,mkfs,copy";
   std::string bsize_text = "1G";
   auto *bench = app.add_subcommand("bench", "time getting a ready writable layer by reflink, "
                                             "qcow2 overlay, fresh mkfs and full copy");
@@ -166,7 +166,6 @@ int main(int argc, char **argv) {
   try {
     if (*tcreate) {
       uint64_t size = parse_size(size_text);
-      std::cerr << fmt::format("formatting {} ({} bytes, {})...\n", path, size, fs);
       print_template(out, create_template(path, size, fs));
     } else if (*tshow) {
       print_template(out, Template::open(path).info());

@@ -12,7 +12,7 @@
 #include "rundkit/error.h"
 
 using namespace rundkit;
-using namespace rundkit::testing;
+using namespace rundkit::reflinktest;
 
 TEST(ImageTemplate, CreateMakesASparseFullyInitialisedImageAndSidecar) {
   RUNDKIT_SCRATCH(xfs, "xfs");

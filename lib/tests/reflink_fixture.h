@@ -19,7 +19,7 @@
 #include "rundkit/image.h"
 #include "rundkit/loop.h"
 
-namespace rundkit::testing {
+namespace rundkit::reflinktest {
 
 // Template size in tests: big enough for ext4 with a journal, small enough
 // to be cheap to format many times.
@@ -42,7 +42,7 @@ inline std::unique_ptr<ScratchFs> make_scratch(const std::string &fs, std::strin
 
 #define RUNDKIT_SCRATCH(var, fs)                                                               \
   std::string var##_skip;                                                                      \
-  auto var = ::rundkit::testing::make_scratch(fs, var##_skip);                                 \
+  auto var = ::rundkit::reflinktest::make_scratch(fs, var##_skip);                                 \
   if (!var)                                                                                    \
   GTEST_SKIP() << var##_skip
 
@@ -104,4 +104,4 @@ inline std::string shell(const std::string &cmd, int *status = nullptr) {
   return out;
 }
 
-} // namespace rundkit::testing
+} // namespace rundkit::reflinktest

@@ -20,7 +20,7 @@
 #include "rundkit/mount.h"
 
 using namespace rundkit;
-using namespace rundkit::testing;
+using namespace rundkit::reflinktest;
 
 namespace {
 

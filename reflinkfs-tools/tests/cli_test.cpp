@@ -1,1 +1,222 @@
+// The reflinkfs command line end to end: exit codes (0 ok, 1 failure,
+// 2 usage), exact error text, JSON output and errors, and the volatile
+// layer surviving nothing after kill -9 of the process it was given to.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "../../lib/tests/reflink_fixture.h"
+#include "rundkit/fd.h"
+
+using namespace rundkit;
+using namespace rundkit::reflinktest;
+
+namespace {
+
+struct Run {
+  int status = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string &path) {
+  try {
+    return read_file(path);
+  } catch (const std::exception &) {
+    return {};
+  }
+}
+
+// Runs reflinkfs with `args`; stdout and stderr are captured separately.
+Run reflinkfs(const std::vector<std::string> &args) {
+  char out_path[] = "/tmp/reflinkfs-cli-out.XXXXXX", err_path[] = "/tmp/reflinkfs-cli-err.XXXXXX";
+  int out = ::mkstemp(out_path), err = ::mkstemp(err_path);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out, 1);
+    ::dup2(err, 2);
+    std::vector<char *> argv{const_cast<char *>(REFLINKFS_BIN)};
+    for (const auto &a : args)
+      argv.push_back(const_cast<char *>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(REFLINKFS_BIN, argv.data());
+    ::_exit(127);
+  }
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  ::close(out);
+  ::close(err);
+  Run r{WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(out_path), slurp(err_path)};
+  ::unlink(out_path);
+  ::unlink(err_path);
+  return r;
+}
+
+} // namespace
+
+TEST(Cli, UsageErrorsExitTwo) {
+  EXPECT_EQ(reflinkfs({}).status, 2);
+  EXPECT_EQ(reflinkfs({"template"}).status, 2);
+  EXPECT_EQ(reflinkfs({"template", "bogus"}).status, 2);
+  EXPECT_EQ(reflinkfs({"layer", "clone", "only-one-arg"}).status, 2);
+  auto r = reflinkfs({"template", "create", "/tmp/x.img", "--size", "1X"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.err, "Error: invalid size '1X': unknown unit (use K, M, G or T)\n");
+  auto j = reflinkfs({"--json", "layer"});
+  EXPECT_EQ(j.status, 2);
+  EXPECT_TRUE(nlohmann::json::parse(j.out).contains("error")) << j.out;
+}
+
+TEST(Cli, HelpEverywhere) {
+  for (auto args : std::vector<std::vector<std::string>>{{"--help"},
+                                                         {"template", "--help"},
+                                                         {"template", "create", "--help"},
+                                                         {"layer", "volatile", "--help"},
+                                                         {"rolayer", "mount", "--help"},
+                                                         {"gc", "--help"},
+                                                         {"bench", "--help"}}) {
+    auto r = reflinkfs(args);
+    EXPECT_EQ(r.status, 0) << args[0];
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;
+  }
+}
+
+TEST(Cli, JsonErrorsAreObjects) {
+  auto r = reflinkfs({"--json", "template", "show", "/nonexistent/t.img"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.out, "{\"error\":\"open '/nonexistent/t.img': No such file or directory\"}\n");
+  auto t = reflinkfs({"template", "show", "/nonexistent/t.img"});
+  EXPECT_EQ(t.err, "Error: open '/nonexistent/t.img': No such file or directory\n");
+}
+
+TEST(Cli, TemplateAndCloneOnXfs) {
+  RUNDKIT_SCRATCH(xfs, "xfs");
+  std::string t = xfs->mountpoint() + "/t.img", l = xfs->mountpoint() + "/l.img";
+  auto c = reflinkfs({"--json", "template", "create", t, "--size", "64M"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  EXPECT_EQ(nlohmann::json::parse(c.out)["size"], 64 << 20);
+  auto s = reflinkfs({"--json", "template", "show", t});
+  ASSERT_EQ(s.status, 0) << s.err;
+  EXPECT_EQ(nlohmann::json::parse(s.out)["fs"], "ext4");
+
+  auto again = reflinkfs({"template", "create", t, "--size", "64M"});
+  EXPECT_EQ(again.status, 1);
+  EXPECT_EQ(again.err, "Error: create '" + t + "': File exists\n");
+
+  auto cl = reflinkfs({"layer", "clone", t, l});
+  EXPECT_EQ(cl.status, 0) << cl.err;
+  EXPECT_EQ(cl.out, l + ": reflink of " + t + "\n");
+  auto dup = reflinkfs({"layer", "clone", t, l});
+  EXPECT_EQ(dup.status, 1);
+  EXPECT_EQ(dup.err, "Error: create '" + l + "': File exists\n");
+  auto missing = reflinkfs({"layer", "clone", xfs->mountpoint() + "/none.img", l + "2"});
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_EQ(missing.err, "Error: open '" + xfs->mountpoint() +
+                             "/none.img': No such file or directory\n");
+  EXPECT_EQ(list_dir(xfs->mountpoint()), (std::set<std::string>{"t.img", "t.img.json", "l.img"}));
+
+  // A clone owned by a process that is gone is collected; gc says so.
+  pid_t dead = ::fork();
+  if (dead == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  auto owned = reflinkfs({"layer", "clone", t, l + ".owned", "--owner", std::to_string(dead)});
+  EXPECT_EQ(owned.status, 0) << owned.err;
+  ::kill(dead, SIGKILL);
+  ::waitpid(dead, nullptr, 0);
+  auto gc = reflinkfs({"--json", "gc", "--dir", xfs->mountpoint()});
+  ASSERT_EQ(gc.status, 0) << gc.err;
+  auto entries = nlohmann::json::parse(gc.out);
+  ASSERT_EQ(entries.size(), 1u) << gc.out;
+  EXPECT_EQ(entries[0]["name"], "l.img.owned");
+  EXPECT_EQ(entries[0]["removed"], true);
+}
+
+TEST(Cli, Ext4ErrorNamesTheFileSystemUnlessFallbackCopy) {
+  RUNDKIT_SCRATCH(ext4, "ext4");
+  std::string t = ext4->mountpoint() + "/t.img", l = ext4->mountpoint() + "/l.img";
+  ASSERT_EQ(reflinkfs({"template", "create", t, "--size", "64M"}).status, 0);
+  auto r = reflinkfs({"layer", "clone", t, l});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.err, "Error: cannot reflink '" + l + "': the file system of '" + ext4->mountpoint() +
+                       "' is ext4, which does not share extents (FICLONE: Operation not "
+                       "supported); keep templates and layers on XFS made with 'mkfs.xfs -m "
+                       "reflink=1' (the default since xfsprogs 5.1) or on btrfs, or pass "
+                       "--fallback copy\n");
+  EXPECT_EQ(::access(l.c_str(), F_OK), -1);
+  auto c = reflinkfs({"--json", "layer", "clone", t, l, "--fallback", "copy"});
+  EXPECT_EQ(c.status, 0) << c.err;
+  EXPECT_EQ(nlohmann::json::parse(c.out)["method"], "copy");
+}
+
+// The RunD writable layer: the VMM stand-in gets an O_DIRECT descriptor of
+// an unnamed clone, reads the image through it, and once it is killed -9
+// nothing of the layer remains.
+TEST(Cli, VolatileLayerLeavesNothingAfterKill9) {
+  RUNDKIT_SCRATCH(xfs, "xfs");
+  std::string t = xfs->mountpoint() + "/t.img", d = xfs->mountpoint() + "/layers";
+  ASSERT_EQ(reflinkfs({"template", "create", t, "--size", "64M"}).status, 0);
+  ASSERT_EQ(::mkdir(d.c_str(), 0755), 0);
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::execl(REFLINKFS_BIN, REFLINKFS_BIN, "layer", "volatile", t.c_str(), "--dir", d.c_str(),
+            "--direct", "--", "sh", "-c",
+            "od -An -tx2 -j1080 -N2 {path}; echo {fd}; "
+            "awk '/^flags/ {print $2}' /proc/self/fdinfo/$REFLINKFS_FD; exec sleep 1000",
+            static_cast<char *>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  FILE *in = ::fdopen(out[0], "r");
+  char magic[64] = {}, fd[64] = {}, flags[64] = {};
+  ASSERT_TRUE(std::fgets(magic, sizeof(magic), in));
+  ASSERT_TRUE(std::fgets(fd, sizeof(fd), in));
+  ASSERT_TRUE(std::fgets(flags, sizeof(flags), in));
+  std::fclose(in);
+  EXPECT_STREQ(magic, " ef53\n");
+  EXPECT_TRUE(std::strtoul(flags, nullptr, 8) & O_DIRECT) << flags;
+  InodeHandle inode(fmt::format("/proc/{}/fd/{}", pid, std::atoi(fd)));
+  ASSERT_TRUE(inode.valid());
+  EXPECT_TRUE(inode.exists(xfs->mountpoint()));
+  EXPECT_TRUE(list_dir(d).empty());
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ::waitpid(pid, nullptr, 0);
+  EXPECT_TRUE(list_dir(d).empty());
+  EXPECT_FALSE(inode.exists(xfs->mountpoint()));
+}
+
+TEST(Cli, RolayerMountAndUmount) {
+  if (::geteuid() != 0)
+    GTEST_SKIP() << "needs root for mounts";
+  std::string root = "/tmp/reflinkfs-cli-rolayer.XXXXXX";
+  ASSERT_TRUE(::mkdtemp(root.data()));
+  for (const char *dir : {"/a", "/b", "/target"})
+    ASSERT_EQ(::mkdir((root + dir).c_str(), 0755), 0);
+  { Fd f = Fd::open(root + "/a/x", O_WRONLY | O_CREAT, 0644); }
+  { Fd f = Fd::open(root + "/b/y", O_WRONLY | O_CREAT, 0644); }
+  auto m = reflinkfs({"--json", "rolayer", "mount", root + "/a", root + "/b", "--target",
+                      root + "/target"});
+  EXPECT_EQ(m.status, 0) << m.err;
+  auto j = nlohmann::json::parse(m.out);
+  EXPECT_EQ(j["kind"], "overlay");
+  EXPECT_EQ(j["lowerdir"], root + "/b:" + root + "/a");
+  EXPECT_EQ(list_dir(root + "/target"), (std::set<std::string>{"x", "y"}));
+  EXPECT_EQ(reflinkfs({"rolayer", "umount", root + "/target"}).status, 0);
+  auto again = reflinkfs({"rolayer", "umount", root + "/target"});
+  EXPECT_EQ(again.status, 1);
+  EXPECT_EQ(again.err, "Error: '" + root + "/target' is not a mount point\n");
+  shell("rm -rf " + root);
+}

@@ -1,25 +1,32 @@
 #!/bin/sh
 # Runs inside the test VM (busybox sh): run-kselftests.sh SECS TEST...
-# Runs each kselftest binary from /bin with a hard time limit of SECS,
-# echoes its TAP output indented with '# ', and prints one TAP line per
-# binary.  scripts/vm-selftests flattens the nested results.
+# Runs each kselftest binary from /bin with a hard time limit of SECS.  The
+# binary writes straight to the console, a tty, so its stdio is line
+# buffered: through a pipe or a file, the buffers its fork()ed children
+# inherit would be flushed twice.  Each binary's own TAP is framed by a
+# '# selftest: NAME' line and a '# rundkit-result: ...' line, which
+# scripts/vm-selftests turns into flat TAP.
 limit=$1
 shift
-echo "TAP version 13"
-echo "1..$#"
+# Page-cache tests need a disk filesystem: tmpfs reads holes as the zero
+# page and charges nothing.  Use the RAM disk when the kernel has one.
+if [ -b /dev/ram0 ] && mke2fs -q /dev/ram0 && mkdir -p /mnt/scratch &&
+	mount -t ext2 /dev/ram0 /mnt/scratch; then
+	cd /mnt/scratch
+	echo "# scratch filesystem: ext2 on /dev/ram0"
+fi
 n=0
 for t in "$@"; do
 	n=$((n + 1))
 	echo "# selftest: $t"
 	start=$(date +%s)
-	timeout -s KILL "$limit" "/bin/$t" >/tmp/ksft.out 2>&1
+	timeout -s KILL "$limit" "/bin/$t"
 	rc=$?
 	secs=$(($(date +%s) - start))
-	sed 's/^/# /' /tmp/ksft.out
 	case $rc in
-	0) echo "ok $n $t # ${secs}s" ;;
-	4) echo "ok $n $t # SKIP" ;;
-	137) echo "not ok $n $t # TIMEOUT after ${limit}s" ;;
-	*) echo "not ok $n $t # exit=$rc after ${secs}s" ;;
+	0) echo "# rundkit-result: ok $n $t # ${secs}s" ;;
+	4) echo "# rundkit-result: ok $n $t # SKIP" ;;
+	137) echo "# rundkit-result: not ok $n $t # TIMEOUT after ${limit}s" ;;
+	*) echo "# rundkit-result: not ok $n $t # exit=$rc after ${secs}s" ;;
 	esac
 done

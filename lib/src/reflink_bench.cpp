@@ -95,15 +95,18 @@ Cell run_cell(const std::string &mode, const Template &tmpl, const std::string &
     std::vector<std::string> names;
     for (int i = 0; i < conc; ++i)
       names.push_back(fmt::format("{}/bench-{}-{}-{}-{}", dir, mode, conc, round, i));
-    // All threads exist and wait before the first starts, so thread
-    // creation is not inside any sample and the c operations really overlap.
+    // All threads exist and wait before the burst, so thread creation is
+    // not inside any sample.  Each sample runs from the common release
+    // instant, like c requests arriving at once: time spent waiting for a
+    // CPU or a lock before the operation starts counts, as it would for a
+    // sandbox start.
     std::latch ready(conc + 1), go(1);
     std::vector<std::thread> threads;
+    Clock::time_point t0;
     for (int i = 0; i < conc; ++i)
       threads.emplace_back([&, i] {
         ready.count_down();
         go.wait();
-        auto t0 = Clock::now();
         try {
           make_layer(mode, tmpl, dir, names[static_cast<size_t>(i)]);
         } catch (const std::exception &e) {
@@ -112,7 +115,7 @@ Cell run_cell(const std::string &mode, const Template &tmpl, const std::string &
         lat[static_cast<size_t>(i)] = ms_since(t0);
       });
     ready.arrive_and_wait();
-    auto t0 = Clock::now();
+    t0 = Clock::now();
     go.count_down();
     for (auto &t : threads)
       t.join();
@@ -279,7 +282,7 @@ std::string BenchResult::format() const {
   std::string out = format_table(rows);
   out += "\nslower than reflink clone (same run, same concurrency): p50 ratio / p99 ratio\n";
   for (const auto &r : ratios)
-    out += fmt::format("  c={:<4} {:<8} {:>10.0f}x / {:>10.0f}x\n", r["concurrency"].get<int>(),
+    out += fmt::format("  c={:<4} {:<8} {:>10.1f}x / {:>10.1f}x\n", r["concurrency"].get<int>(),
                        r["mode"].get<std::string>(), r["p50_ratio"].get<double>(),
                        r["p99_ratio"].get<double>());
   return out;

@@ -1,0 +1,244 @@
+// lcgroupctl OBJECT VERB: parses arguments, calls librundkit, prints.
+// Exit codes: 0 ok, 1 the operation failed, 2 bad command line or value.
+#include <unistd.h>
+
+#include <iostream>
+#include <optional>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "rundkit/cgroup.h"
+#include "rundkit/cgroup_bench.h"
+#include "rundkit/error.h"
+
+using namespace rundkit;
+
+namespace {
+
+struct Output {
+  bool json = false;
+  bool pretty = false;
+
+  void print(const nlohmann::json &j, const std::string &text) const {
+    if (json)
+      std::cout << j.dump(pretty ? 2 : -1) << "\n";
+    else
+      std::cout << text;
+  }
+  int fail(int code, const std::string &msg) const {
+    if (json)
+      std::cout << nlohmann::json{{"error", msg}}.dump(pretty ? 2 : -1) << "\n";
+    else
+      std::cerr << "Error: " << msg << "\n";
+    return code;
+  }
+};
+
+struct LimitOptions {
+  std::optional<std::string> cpus, memory, pids, devices;
+  void add_to(CLI::App *cmd) {
+    cmd->add_option("--cpus", cpus, "CPU bandwidth in CPUs, e.g. 0.5");
+    cmd->add_option("--memory", memory, "memory limit, e.g. 128M");
+    cmd->add_option("--pids", pids, "task limit, a count or 'max'");
+    cmd->add_option("--devices", devices, "device policy: oci-default or inherit");
+  }
+  Limits parse() const { return parse_limits(cpus, memory, pids, devices); }
+};
+
+void progress(const std::string &line) { std::cerr << line << "\n"; }
+
+std::string text_of(const ClaimRecord &r) {
+  std::string s = fmt::format("claimed {} under {} ({}, {})\n", r.name, r.parent, r.backend,
+                              r.hit ? "pool hit" : "pool miss");
+  for (const auto &p : r.paths)
+    s += fmt::format("  cgroup {}\n", p);
+  if (r.pid)
+    s += fmt::format("  pid {}\n", r.pid);
+  return s;
+}
+
+std::string text_of(const PoolStatus &s) {
+  return fmt::format("pool {} ({}): target {} available {} hits {} misses {}\n", s.parent,
+                     s.backend, s.target, s.available, s.hits, s.misses);
+}
+
+std::string text_of_info(const nlohmann::json &j) {
+  std::string s = fmt::format("backend   {}\nkernel    {} (lwcg: {})\nstate     {}\n",
+                              j["backend"].get<std::string>(),
+                              j["kernel_release"].get<std::string>(),
+                              j["kernel_lwcg"].get<bool>() ? "yes" : "no",
+                              j["state_dir"].get<std::string>());
+  for (const auto &h : j["hierarchies"])
+    s += fmt::format("  {} v{} {:<28} {}{}{}\n", h["used"].get<bool>() ? "*" : " ",
+                     h["version"].get<int>(), h["mount_point"].get<std::string>(),
+                     fmt::join(h["controllers"].get<std::vector<std::string>>(), ","),
+                     h.contains("name") ? " name=" + h["name"].get<std::string>() : "",
+                     h["lwcg"].get<bool>() ? " lwcg" : "");
+  return s + "  (* = used by the backend)\n";
+}
+
+std::string text_of(const GcReport &r) {
+  std::string s;
+  for (const auto &a : r.actions)
+    s += a + "\n";
+  for (const auto &k : r.skipped)
+    s += "kept: " + k + "\n";
+  return s.empty() ? "nothing to clean\n" : s;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  CLI::App app{"lcgroupctl: pools of sandbox cgroups (cpu, memory, pids, devices)\n"
+               "usage: lcgroupctl [OPTIONS] OBJECT VERB ...; see Documentation/lcgroupctl.md"};
+  app.require_subcommand(1);
+  Output out;
+  Config cfg;
+  app.add_flag("-j,--json", out.json, "JSON output (and JSON errors)");
+  app.add_flag("-p,--pretty", out.pretty, "indented JSON; implies --json");
+  app.add_option("--backend", cfg.backend, "auto, v1, v2 or kernel-pool")->capture_default_str();
+  app.add_option("--state-dir", cfg.state_dir, "where claims and pools are recorded")
+      ->capture_default_str();
+  app.add_option("--mountinfo", cfg.layout.mountinfo, "where to read mounts from")
+      ->capture_default_str();
+  app.add_option("--features", cfg.layout.features, "kernel cgroup features file")
+      ->capture_default_str();
+
+  auto *info = app.add_subcommand("info", "backend, kernel features and hierarchies");
+
+  auto *pool = app.add_subcommand("pool", "pre-made cgroups under a parent");
+  pool->require_subcommand(1);
+  std::string parent, name;
+  size_t size = 0;
+  LimitOptions fill_limits;
+  auto *fill = pool->add_subcommand("fill", "make the pool hold SIZE entries");
+  fill->add_option("PARENT", parent, "parent cgroup, relative to each hierarchy root")->required();
+  fill->add_option("--size", size, "entries to keep ready")->required();
+  fill_limits.add_to(fill);
+  auto *status = pool->add_subcommand("status", "target, available, hits and misses");
+  status->add_option("PARENT", parent, "parent cgroup")->required();
+  auto *drain = pool->add_subcommand("drain", "remove every pooled entry");
+  drain->add_option("PARENT", parent, "parent cgroup")->required();
+
+  auto *par = app.add_subcommand("parent", "the cgroup sandboxes live under");
+  par->require_subcommand(1);
+  auto *pcreate = par->add_subcommand("create", "mkdir -p in every hierarchy, enable controllers");
+  pcreate->add_option("PARENT", parent, "parent cgroup")->required();
+  auto *premove = par->add_subcommand("remove", "drain the pool and remove the parent");
+  premove->add_option("PARENT", parent, "parent cgroup")->required();
+
+  auto *claim = app.add_subcommand("claim", "hand out a configured sandbox cgroup");
+  LimitOptions claim_limits;
+  std::vector<std::string> command;
+  std::optional<pid_t> owner;
+  claim->add_option("PARENT", parent, "parent cgroup")->required();
+  claim->add_option("NAME", name, "sandbox name (one path component)")->required();
+  claim_limits.add_to(claim);
+  claim->add_option("--owner", owner, "gc releases the claim when this pid is gone");
+  std::string output = "/dev/null";
+  claim->add_option("--output", output,
+                    "the command's stdout and stderr (appended); '-' inherits ours")
+      ->capture_default_str();
+  claim->add_option("CMD", command, "after --: a command to start inside the cgroup");
+
+  auto *release = app.add_subcommand("release", "kill what runs inside, remove the cgroup");
+  release->add_option("NAME", name, "sandbox name")->required();
+
+  auto *gc = app.add_subcommand("gc", "remove what crashed commands left behind");
+  std::vector<std::string> gc_parents;
+  gc->add_option("PARENT", gc_parents, "also scan these parents for pool leftovers");
+
+  auto *bench = app.add_subcommand("bench", "sandbox cgroup set-up latency per mode");
+  BenchOptions bo;
+  bench->add_option("--modes", bo.modes, "v1-per-hierarchy,v2-mkdir,v1-pool,v2-pool,"
+                                         "userspace-pool,kernel-pool")
+      ->delimiter(',')
+      ->capture_default_str();
+  bench->add_option("--concurrency", bo.concurrency, "concurrent set-ups per round")
+      ->delimiter(',')
+      ->capture_default_str();
+  bench->add_option("--rounds", bo.rounds, "rounds per level")->capture_default_str();
+  bench->add_option("--csv", bo.csv, "write the table as CSV");
+  bench->add_option("--png", bo.png, "draw latency against concurrency (gnuplot)");
+  bench->add_option("--title", bo.title, "plot title");
+  bench->add_flag("--include-teardown", bo.include_teardown,
+                  "time set-up and teardown together (default: set-up only)");
+  bench->add_flag("--setup-vm", bo.setup_vm,
+                  "bare VM: mount v1 hierarchies, then enable cgroup2 controllers, then "
+                  "remount lwcg, in that order (see Documentation/lcgroupctl.md)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp &e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp &e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError &e) {
+    out.json = out.json || out.pretty;
+    return out.fail(kExitUsage, e.what());
+  }
+  out.json = out.json || out.pretty;
+
+  try {
+    if (*info) {
+      auto j = host_info(cfg);
+      out.print(j, text_of_info(j));
+      return kExitOk;
+    }
+    if (*bench) {
+      require_root("lcgroupctl bench");
+      bo.config = cfg;
+      auto rows = run_bench(bo, progress);
+      out.print(to_json(rows), format_table(rows));
+      return kExitOk;
+    }
+    if (!*pool || !*status)
+      require_root(fmt::format("lcgroupctl {}", app.get_subcommands().front()->get_name()));
+    auto backend = make_backend(cfg, detect_layout(cfg.layout));
+    if (*fill) {
+      backend->fill(parent, size, fill_limits.parse(), progress);
+      auto s = backend->status(parent);
+      out.print(to_json(s), text_of(s));
+    } else if (*status) {
+      auto s = backend->status(parent);
+      out.print(to_json(s), text_of(s));
+    } else if (*drain) {
+      backend->drain(parent, progress);
+      auto s = backend->status(parent);
+      out.print(to_json(s), text_of(s));
+    } else if (*pcreate) {
+      backend->create_parent(parent);
+      out.print({{"parent", normalize_parent(parent)}, {"created", true}},
+                fmt::format("parent {} ready\n", normalize_parent(parent)));
+    } else if (*premove) {
+      backend->remove_parent(parent);
+      out.print({{"parent", normalize_parent(parent)}, {"removed", true}},
+                fmt::format("parent {} removed\n", normalize_parent(parent)));
+    } else if (*claim) {
+      ClaimRequest req{parent, name, claim_limits.parse(), command, std::nullopt, false,
+                       std::nullopt};
+      if (output != "-")
+        req.output = output;
+      if (owner) {
+        req.owner = ProcessId::of(*owner, cfg.proc_root);
+        if (!req.owner)
+          throw InputError(fmt::format("invalid --owner {}: no such process", *owner));
+      }
+      auto r = backend->claim(req);
+      out.print(to_json(r), text_of(r));
+    } else if (*release) {
+      backend->release(name);
+      out.print({{"released", name}}, fmt::format("released {}\n", name));
+    } else if (*gc) {
+      auto r = backend->gc(gc_parents);
+      out.print(to_json(r), text_of(r));
+    }
+    return kExitOk;
+  } catch (const InputError &e) {
+    return out.fail(kExitUsage, e.what());
+  } catch (const std::exception &e) {
+    return out.fail(kExitFailure, e.what());
+  }
+}

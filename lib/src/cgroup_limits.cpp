@@ -1,0 +1,188 @@
+#include "rundkit/cgroup_limits.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+namespace rundkit {
+
+Limits Limits::merge(const Limits &base, const Limits &over) {
+  Limits out = base;
+  if (over.cpus)
+    out.cpus = over.cpus;
+  if (over.memory_bytes)
+    out.memory_bytes = over.memory_bytes;
+  if (over.pids)
+    out.pids = over.pids;
+  if (over.devices)
+    out.devices = over.devices;
+  return out;
+}
+
+double parse_cpus(const std::string &text) {
+  char *end = nullptr;
+  errno = 0;
+  double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || errno || *end || !std::isfinite(v))
+    throw InputError(fmt::format("invalid cpus '{}': expected a number such as 0.5", text));
+  if (v <= 0)
+    throw InputError(fmt::format("invalid cpus '{}': must be greater than 0", text));
+  if (v > 4096)
+    throw InputError(fmt::format("invalid cpus '{}': at most 4096", text));
+  if (std::llround(v * kCpuPeriodUs) < 1000)
+    throw InputError(fmt::format("invalid cpus '{}': at least 0.01 (1 ms per 100 ms)", text));
+  return v;
+}
+
+uint64_t parse_size(const std::string &text) {
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9')
+    ++digits;
+  std::string suffix = text.substr(digits);
+  auto bad = [&](const char *why) {
+    return InputError(fmt::format("invalid size '{}': {}", text, why));
+  };
+  if (digits == 0)
+    throw bad("expected a byte count such as 134217728 or 128M");
+  if (!suffix.empty() && (suffix.back() == 'B' || suffix.back() == 'b'))
+    suffix.pop_back();
+  if (suffix.size() == 2 && suffix[1] == 'i')
+    suffix.pop_back();
+  unsigned shift = 0;
+  if (suffix.size() == 1) {
+    switch (suffix[0]) {
+    case 'k': case 'K': shift = 10; break;
+    case 'm': case 'M': shift = 20; break;
+    case 'g': case 'G': shift = 30; break;
+    case 't': case 'T': shift = 40; break;
+    default: throw bad("unknown unit (use K, M, G or T)");
+    }
+  } else if (!suffix.empty()) {
+    throw bad("unknown unit (use K, M, G or T)");
+  }
+  errno = 0;
+  unsigned long long n = std::strtoull(text.substr(0, digits).c_str(), nullptr, 10);
+  if (errno == ERANGE || (shift && n > (~0ULL >> shift)))
+    throw bad("too large");
+  if (n == 0)
+    throw bad("must be greater than 0");
+  return static_cast<uint64_t>(n) << shift;
+}
+
+int64_t parse_pids(const std::string &text) {
+  if (text == "max")
+    return -1;
+  char *end = nullptr;
+  errno = 0;
+  long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || errno || *end)
+    throw InputError(fmt::format("invalid pids '{}': expected a count or 'max'", text));
+  if (v <= 0)
+    throw InputError(fmt::format("invalid pids '{}': must be greater than 0", text));
+  return v;
+}
+
+DevicePolicy parse_device_policy(const std::string &text) {
+  if (text == "oci-default")
+    return DevicePolicy::kOciDefault;
+  if (text == "inherit")
+    return DevicePolicy::kInherit;
+  throw InputError(
+      fmt::format("invalid device policy '{}': expected oci-default or inherit", text));
+}
+
+std::string device_policy_name(DevicePolicy p) {
+  return p == DevicePolicy::kOciDefault ? "oci-default" : "inherit";
+}
+
+void validate_name(const std::string &name) {
+  auto bad = [&](const char *why) {
+    return InputError(fmt::format("invalid name '{}': {}", name, why));
+  };
+  if (name.empty())
+    throw bad("empty");
+  if (name.find('/') != std::string::npos)
+    throw bad("contains '/'");
+  if (name.find('\n') != std::string::npos)
+    throw bad("contains a newline");
+  if (name.find('\0') != std::string::npos)
+    throw bad("contains a NUL byte");
+  if (name == "." || name == "..")
+    throw bad("not a cgroup name");
+  if (name.size() > 200)
+    throw bad("longer than 200 bytes");
+  if (name.rfind(kReservedPrefix, 0) == 0)
+    throw bad("the 'lcg-' prefix is reserved for pool entries");
+  // Names are also state file names; control files use dots, so a name
+  // like "cgroup.procs" would clash with the kernel's own files.
+  if (name.rfind("cgroup.", 0) == 0)
+    throw bad("the 'cgroup.' prefix is the kernel's");
+}
+
+std::string normalize_parent(const std::string &parent) {
+  std::string out;
+  size_t i = 0;
+  while (i <= parent.size()) {
+    size_t j = parent.find('/', i);
+    if (j == std::string::npos)
+      j = parent.size();
+    std::string part = parent.substr(i, j - i);
+    i = j + 1;
+    if (part.empty())
+      continue;
+    if (part == "." || part == ".." || part.find('\n') != std::string::npos)
+      throw InputError(fmt::format("invalid parent '{}': component '{}'", parent,
+                                   part == "\n" ? "\\n" : part));
+    out += (out.empty() ? "" : "/") + part;
+  }
+  if (out.empty())
+    throw InputError(fmt::format(
+        "invalid parent '{}': sandboxes live below a non-root cgroup", parent));
+  return out;
+}
+
+Limits parse_limits(const std::optional<std::string> &cpus,
+                    const std::optional<std::string> &memory,
+                    const std::optional<std::string> &pids,
+                    const std::optional<std::string> &devices) {
+  Limits l;
+  if (cpus)
+    l.cpus = parse_cpus(*cpus);
+  if (memory)
+    l.memory_bytes = parse_size(*memory);
+  if (pids)
+    l.pids = parse_pids(*pids);
+  if (devices)
+    l.devices = parse_device_policy(*devices);
+  return l;
+}
+
+nlohmann::json to_json(const Limits &l) {
+  nlohmann::json j = nlohmann::json::object();
+  if (l.cpus)
+    j["cpus"] = *l.cpus;
+  if (l.memory_bytes)
+    j["memory_bytes"] = *l.memory_bytes;
+  if (l.pids)
+    j["pids"] = *l.pids;
+  if (l.devices)
+    j["devices"] = device_policy_name(*l.devices);
+  return j;
+}
+
+Limits limits_from_json(const nlohmann::json &j) {
+  Limits l;
+  if (j.contains("cpus"))
+    l.cpus = j["cpus"].get<double>();
+  if (j.contains("memory_bytes"))
+    l.memory_bytes = j["memory_bytes"].get<uint64_t>();
+  if (j.contains("pids"))
+    l.pids = j["pids"].get<int64_t>();
+  if (j.contains("devices"))
+    l.devices = parse_device_policy(j["devices"].get<std::string>());
+  return l;
+}
+
+} // namespace rundkit

@@ -1,0 +1,305 @@
+// One suite, every backend this machine has: v1, v2 and (on a rundkit
+// kernel with lwcg) kernel-pool.  Real cgroupfs, no mocks; each test works
+// under its own parent and removes it.
+#include "rundkit/cgroup.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "cgroup_fixture.h"
+
+using namespace rundkit;
+using namespace rundkit::cgtest;
+
+class BackendTest : public ::testing::TestWithParam<std::string> {
+protected:
+  void SetUp() override {
+    if (::geteuid() != 0)
+      GTEST_SKIP() << "needs root: writes cgroupfs";
+    state_ = make_temp_dir("state");
+    cfg_.state_dir = state_;
+    cfg_.backend = GetParam();
+    layout_ = detect_layout(cfg_.layout);
+    try {
+      backend_ = make_backend(cfg_, layout_);
+    } catch (const Error &e) {
+      GTEST_SKIP() << GetParam() << " backend not available here: " << e.what();
+    }
+    parent_ = unique_parent(GetParam().c_str());
+    backend_->create_parent(parent_);
+  }
+
+  void TearDown() override {
+    if (backend_) {
+      for (const auto &name : backend_->state().claim_names())
+        backend_->release(name);
+      backend_->remove_parent(parent_);
+      for (const auto &t : backend_->trees())
+        EXPECT_FALSE(cgfs::exists(t->path(parent_))) << "left behind";
+    }
+    if (!state_.empty())
+      std::filesystem::remove_all(state_);
+  }
+
+  // The limits this backend can enforce under the test parent.
+  Limits enforceable_limits() const {
+    Limits all = parse_limits("0.5", "128M", "64", "oci-default");
+    Limits out;
+    auto keep = [&](Limits one, auto set) {
+      try {
+        backend_->check_enforceable(parent_, one);
+        set(out);
+      } catch (const Error &) {
+      }
+    };
+    keep(Limits{all.cpus, {}, {}, {}}, [&](Limits &l) { l.cpus = all.cpus; });
+    keep(Limits{{}, all.memory_bytes, {}, {}}, [&](Limits &l) { l.memory_bytes = all.memory_bytes; });
+    keep(Limits{{}, {}, all.pids, {}}, [&](Limits &l) { l.pids = all.pids; });
+    keep(Limits{{}, {}, {}, all.devices}, [&](Limits &l) { l.devices = all.devices; });
+    return out;
+  }
+
+  ClaimRequest request(const std::string &name, Limits l = {}) const {
+    return ClaimRequest{parent_, name, l, {}, std::nullopt, false, std::nullopt};
+  }
+
+  // Nothing but the parent (and complete pool entries) may remain.
+  void expect_clean_after_gc() {
+    backend_->gc({parent_});
+    EXPECT_TRUE(backend_->state().claim_names().empty());
+    auto tokens = backend_->state().tokens({backend_->name(), parent_});
+    for (const auto &t : backend_->trees())
+      for (const auto &child : cgfs::children(t->path(parent_))) {
+        bool pooled = false;
+        for (const auto &id : tokens)
+          pooled |= child == "lcg-pool-" + id;
+        EXPECT_TRUE(pooled) << "gc left " << t->path(parent_) << "/" << child;
+      }
+  }
+
+  Config cfg_;
+  Layout layout_;
+  std::unique_ptr<Backend> backend_;
+  std::string state_;
+  std::string parent_;
+};
+
+TEST_P(BackendTest, EmptyPoolClaimCreatesDirectlyAndCountsAMiss) {
+  auto before = backend_->status(parent_).misses;
+  auto r = backend_->claim(request("s1"));
+  EXPECT_FALSE(r.hit);
+  ASSERT_EQ(r.paths.size(), backend_->trees().size());
+  for (const auto &p : r.paths)
+    EXPECT_TRUE(cgfs::exists(p)) << p;
+  EXPECT_EQ(backend_->status(parent_).misses, before + 1);
+  backend_->release("s1");
+  for (const auto &p : r.paths)
+    EXPECT_FALSE(cgfs::exists(p)) << p;
+}
+
+TEST_P(BackendTest, FilledPoolHandsOutEntriesWithTheClaimsLimits) {
+  backend_->fill(parent_, 3, {}, {});
+  EXPECT_EQ(backend_->status(parent_).available, 3u);
+  Limits l = enforceable_limits();
+  auto r = backend_->claim(request("s1", l));
+  EXPECT_TRUE(r.hit || GetParam() == "kernel-pool");
+  EXPECT_EQ(backend_->status(parent_).hits, 1u);
+  for (size_t i = 0; i < r.paths.size(); ++i) {
+    const auto &t = *backend_->trees()[i];
+    const auto &p = r.paths[i];
+    bool v1 = t.version() == 1;
+    const auto &c = t.hierarchy().controllers;
+    if (l.cpus && (!v1 || c.count("cpu"))) {
+      EXPECT_EQ(cgfs::read(p, v1 ? "cpu.cfs_quota_us" : "cpu.max"), v1 ? "50000" : "50000 100000");
+    }
+    if (l.memory_bytes && (!v1 || c.count("memory"))) {
+      EXPECT_EQ(cgfs::read(p, v1 ? "memory.limit_in_bytes" : "memory.max"), "134217728");
+    }
+    if (l.pids && (!v1 || c.count("pids"))) {
+      EXPECT_EQ(cgfs::read(p, "pids.max"), "64");
+    }
+    if (v1 && c.count("devices")) {
+      EXPECT_EQ(cgfs::read(p, "devices.list").find("a *:* rwm"), std::string::npos);
+    }
+  }
+}
+
+TEST_P(BackendTest, CommandStartsInsideEveryHierarchy) {
+  auto req = request("s1", enforceable_limits());
+  req.command = {"/bin/sleep", "1000"};
+  auto r = backend_->claim(req);
+  ASSERT_GT(r.pid, 0);
+  for (const auto &p : r.paths) {
+    auto procs = cgfs::procs(p);
+    EXPECT_EQ(procs, std::vector<pid_t>{r.pid}) << p;
+  }
+  backend_->release("s1");
+  EXPECT_EQ(wait_status(r.pid), 128 + SIGKILL);
+}
+
+TEST_P(BackendTest, DevicePolicyIsEnforcedInside) {
+  Limits l;
+  l.devices = DevicePolicy::kOciDefault;
+  try {
+    backend_->check_enforceable(parent_, l);
+  } catch (const Error &e) {
+    GTEST_SKIP() << e.what();
+  }
+  auto req = request("s1", l);
+  req.command = {"/bin/sh", "-c", ": </dev/null || exit 1; (: </dev/kmsg) 2>/dev/null && exit 3; exit 0"};
+  auto r = backend_->claim(req);
+  int st = wait_status(r.pid);
+  EXPECT_EQ(st, 0) << (st == 1 ? "/dev/null was denied" : "/dev/kmsg was allowed");
+}
+
+TEST_P(BackendTest, ReleasedCgroupNeverReturnsToThePool) {
+  backend_->fill(parent_, 1, {}, {});
+  auto r1 = backend_->claim(request("s1"));
+  backend_->release("s1");
+  auto r2 = backend_->claim(request("s1"));
+  EXPECT_FALSE(r2.hit && r2.pool_id == r1.pool_id && !r1.pool_id.empty());
+  EXPECT_EQ(backend_->status(parent_).available, GetParam() == "kernel-pool" ? 1u : 0u);
+}
+
+TEST_P(BackendTest, BadInputChangesNothing) {
+  auto snapshot = [&] {
+    std::vector<std::string> all;
+    for (const auto &t : backend_->trees())
+      for (const auto &c : cgfs::children(t->path(parent_)))
+        all.push_back(c);
+    auto claims = backend_->state().claim_names();
+    all.insert(all.end(), claims.begin(), claims.end());
+    return all;
+  };
+  auto before = snapshot();
+  EXPECT_THROW(backend_->claim(request("a/b")), InputError);
+  EXPECT_THROW(backend_->claim(request("a\nb")), InputError);
+  EXPECT_THROW(backend_->claim(request("lcg-pool-1")), InputError);
+  auto missing = request("s1");
+  missing.parent = parent_ + "/missing";
+  try {
+    backend_->claim(missing);
+    ADD_FAILURE() << "claim under a missing parent succeeded";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(backend_->release("nope"), Error);
+  EXPECT_EQ(snapshot(), before);
+}
+
+TEST_P(BackendTest, UnenforceableLimitIsRefusedBeforeAnythingChanges) {
+  Limits all = parse_limits("0.5", "128M", "64", std::nullopt);
+  try {
+    backend_->check_enforceable(parent_, all);
+    GTEST_SKIP() << "every limit is enforceable here";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("cannot enforce"), std::string::npos);
+  }
+  EXPECT_THROW(backend_->claim(request("s1", all)), Error);
+  EXPECT_TRUE(backend_->state().claim_names().empty());
+  for (const auto &t : backend_->trees())
+    EXPECT_FALSE(cgfs::exists(t->path(parent_ + "/s1")));
+}
+
+TEST_P(BackendTest, DuplicateNameIsRefused) {
+  backend_->claim(request("s1"));
+  EXPECT_THROW(backend_->claim(request("s1")), Error);
+  EXPECT_EQ(backend_->state().claim_names().size(), 1u);
+}
+
+TEST_P(BackendTest, ConcurrentClaimersGetDistinctCgroups) {
+  backend_->fill(parent_, 8, {}, {});
+  std::mutex mu;
+  std::set<std::string> paths;
+  std::vector<std::string> errors;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 16; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        auto r = backend_->claim(request("c" + std::to_string(i)));
+        std::lock_guard l(mu);
+        paths.insert(r.paths.front());
+      } catch (const std::exception &e) {
+        std::lock_guard l(mu);
+        errors.push_back(e.what());
+      }
+    });
+  for (auto &t : threads)
+    t.join();
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  EXPECT_EQ(paths.size(), 16u);
+  auto s = backend_->status(parent_);
+  if (GetParam() != "kernel-pool") {
+    EXPECT_EQ(s.hits + s.misses, 16u);
+  }
+}
+
+TEST_P(BackendTest, GcRemovesClaimsWhoseCgroupOrOwnerIsGone) {
+  auto r = backend_->claim(request("gone"));
+  for (const auto &p : r.paths)
+    cgfs::remove(p);
+  pid_t owner = ::fork();
+  if (owner == 0)
+    ::_exit(0);
+  auto req = request("orphan");
+  req.owner = ProcessId::of(owner);
+  ASSERT_TRUE(req.owner);
+  backend_->claim(req);
+  wait_status(owner);
+  backend_->claim(request("kept"));
+  auto report = backend_->gc({});
+  EXPECT_EQ(report.actions.size(), 2u);
+  EXPECT_EQ(backend_->state().claim_names(), std::vector<std::string>{"kept"});
+}
+
+// kill -9 at a random point of fill, claim and release, many times: gc
+// must leave nothing but whole pool entries, and no claim is half-made.
+TEST_P(BackendTest, KillNineAnywhereLeavesOnlyWhatGcCleans) {
+  std::mt19937 rng(42);
+  for (int round = 0; round < 12; ++round) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      try {
+        for (int i = 0;; ++i) {
+          backend_->fill(parent_, 3, {}, {});
+          std::string name = "k" + std::to_string(i);
+          auto req = request(name, enforceable_limits());
+          req.command = {"/bin/sleep", "1000"};
+          // A finished claim is legitimate until its owner goes away.
+          req.owner = ProcessId::self();
+          backend_->claim(req);
+          backend_->release(name);
+        }
+      } catch (...) {
+        ::_exit(1);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 40000));
+    ::kill(pid, SIGKILL);
+    wait_status(pid);
+    expect_clean_after_gc();
+    // Every remaining claim is gone and every pooled entry is whole.
+    auto s = backend_->status(parent_);
+    EXPECT_LE(s.available, GetParam() == "kernel-pool" ? 1024u : 3u);
+  }
+  // The pool still works after all that.
+  auto r = backend_->claim(request("after"));
+  EXPECT_FALSE(r.paths.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, BackendTest,
+                         ::testing::Values("v1", "v2", "kernel-pool"),
+                         [](const auto &info) {
+                           std::string n = info.param;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });

@@ -63,7 +63,7 @@ Run reflinkfs(const std::vector<std::string> &args) {
 
 } // namespace
 
-TEST(Cli, UsageErrorsExitTwo) {
+TEST(ReflinkfsCli, UsageErrorsExitTwo) {
   EXPECT_EQ(reflinkfs({}).status, 2);
   EXPECT_EQ(reflinkfs({"template"}).status, 2);
   EXPECT_EQ(reflinkfs({"template", "bogus"}).status, 2);
@@ -76,7 +76,7 @@ TEST(Cli, UsageErrorsExitTwo) {
   EXPECT_TRUE(nlohmann::json::parse(j.out).contains("error")) << j.out;
 }
 
-TEST(Cli, HelpEverywhere) {
+TEST(ReflinkfsCli, HelpEverywhere) {
   for (auto args : std::vector<std::vector<std::string>>{{"--help"},
                                                          {"template", "--help"},
                                                          {"template", "create", "--help"},
@@ -90,7 +90,7 @@ TEST(Cli, HelpEverywhere) {
   }
 }
 
-TEST(Cli, JsonErrorsAreObjects) {
+TEST(ReflinkfsCli, JsonErrorsAreObjects) {
   auto r = reflinkfs({"--json", "template", "show", "/nonexistent/t.img"});
   EXPECT_EQ(r.status, 1);
   EXPECT_EQ(r.out, "{\"error\":\"open '/nonexistent/t.img': No such file or directory\"}\n");
@@ -98,7 +98,7 @@ TEST(Cli, JsonErrorsAreObjects) {
   EXPECT_EQ(t.err, "Error: open '/nonexistent/t.img': No such file or directory\n");
 }
 
-TEST(Cli, TemplateAndCloneOnXfs) {
+TEST(ReflinkfsCli, TemplateAndCloneOnXfs) {
   RUNDKIT_SCRATCH(xfs, "xfs");
   std::string t = xfs->mountpoint() + "/t.img", l = xfs->mountpoint() + "/l.img";
   auto c = reflinkfs({"--json", "template", "create", t, "--size", "64M"});
@@ -142,7 +142,7 @@ TEST(Cli, TemplateAndCloneOnXfs) {
   EXPECT_EQ(entries[0]["removed"], true);
 }
 
-TEST(Cli, Ext4ErrorNamesTheFileSystemUnlessFallbackCopy) {
+TEST(ReflinkfsCli, Ext4ErrorNamesTheFileSystemUnlessFallbackCopy) {
   RUNDKIT_SCRATCH(ext4, "ext4");
   std::string t = ext4->mountpoint() + "/t.img", l = ext4->mountpoint() + "/l.img";
   ASSERT_EQ(reflinkfs({"template", "create", t, "--size", "64M"}).status, 0);
@@ -162,7 +162,7 @@ TEST(Cli, Ext4ErrorNamesTheFileSystemUnlessFallbackCopy) {
 // The RunD writable layer: the VMM stand-in gets an O_DIRECT descriptor of
 // an unnamed clone, reads the image through it, and once it is killed -9
 // nothing of the layer remains.
-TEST(Cli, VolatileLayerLeavesNothingAfterKill9) {
+TEST(ReflinkfsCli, VolatileLayerLeavesNothingAfterKill9) {
   RUNDKIT_SCRATCH(xfs, "xfs");
   std::string t = xfs->mountpoint() + "/t.img", d = xfs->mountpoint() + "/layers";
   ASSERT_EQ(reflinkfs({"template", "create", t, "--size", "64M"}).status, 0);
@@ -198,7 +198,7 @@ TEST(Cli, VolatileLayerLeavesNothingAfterKill9) {
   EXPECT_FALSE(inode.exists(xfs->mountpoint()));
 }
 
-TEST(Cli, RolayerMountAndUmount) {
+TEST(ReflinkfsCli, RolayerMountAndUmount) {
   if (::geteuid() != 0)
     GTEST_SKIP() << "needs root for mounts";
   std::string root = "/tmp/reflinkfs-cli-rolayer.XXXXXX";

@@ -160,6 +160,8 @@ int main(int argc, char **argv) {
       ->delimiter(',')
       ->capture_default_str();
   bench->add_option("--rounds", bo.rounds, "rounds per level")->capture_default_str();
+  bench->add_option("--settle-ms", bo.settle_ms, "pause before each round")
+      ->capture_default_str();
   bench->add_option("--csv", bo.csv, "write the table as CSV");
   bench->add_option("--png", bo.png, "draw latency against concurrency (gnuplot)");
   bench->add_option("--title", bo.title, "plot title");

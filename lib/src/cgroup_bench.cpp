@@ -1,13 +1,16 @@
 #include "rundkit/cgroup_bench.h"
 
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <barrier>
+#include <filesystem>
+#include <new>
+#include <set>
+#include <sstream>
 #include <chrono>
-#include <mutex>
 #include <thread>
 
 #include <fmt/format.h>
@@ -85,53 +88,107 @@ struct Round {
   double setup_wall_s = 0, teardown_wall_s = 0;
 };
 
+// What worker processes report back, in shared memory.
+struct Shared {
+  double setup_ms[1024];
+  double teardown_ms[1024];
+  int failed[1024];
+  char error[256];
+};
+
+void write_bytes(int fd, int n) {
+  std::string b(static_cast<size_t>(n), 'x');
+  check_sys(::write(fd, b.data(), b.size()), "write", "bench pipe");
+}
+
+void read_bytes(int fd, int n) {
+  char buf[1024];
+  while (n > 0) {
+    ssize_t got = ::read(fd, buf, std::min<size_t>(sizeof buf, static_cast<size_t>(n)));
+    if (got < 0 && errno == EINTR)
+      continue;
+    check_sys(got, "read", "bench pipe");
+    if (got == 0)
+      throw Error("bench workers exited early");
+    n -= static_cast<int>(got);
+  }
+}
+
+// One worker process per concurrent set-up, as on a real node where each
+// sandbox has its own runtime process: their clone3 calls do not contend on
+// one address space, which threads of a single process would.
 Round run_round(Backend &b, const std::string &parent, const Limits &limits, int conc,
                 const std::string &tag) {
-  Round r;
-  r.setup_ms.resize(conc);
-  r.teardown_ms.resize(conc);
-  std::vector<std::string> errors;
-  std::mutex mu;
-  Clock::time_point setup_start, teardown_start;
-  std::barrier go(conc, [&]() noexcept { setup_start = Clock::now(); });
-  std::barrier done(conc, [&]() noexcept {
-    r.setup_wall_s = std::chrono::duration<double>(Clock::now() - setup_start).count();
-    teardown_start = Clock::now();
-  });
-  std::vector<std::thread> threads;
-  for (int i = 0; i < conc; ++i)
-    threads.emplace_back([&, i] {
+  void *mem = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED)
+    throw Error("mmap", "bench results", errno);
+  auto *sh = new (mem) Shared{};
+  int go[2], ready[2], down[2];
+  check_sys(::pipe(go), "pipe", "bench");
+  check_sys(::pipe(ready), "pipe", "bench");
+  check_sys(::pipe(down), "pipe", "bench");
+  std::vector<pid_t> workers;
+  for (int i = 0; i < conc; ++i) {
+    pid_t w = ::fork();
+    check_sys(w, "fork", "bench worker");
+    if (w == 0) {
+      char c;
       std::string name = fmt::format("{}-{}", tag, i);
       ClaimRequest req{parent, name, limits, {}, std::nullopt, true, std::nullopt};
       pid_t pid = 0;
-      go.arrive_and_wait();
+      write_bytes(ready[1], 1);
+      while (::read(go[0], &c, 1) < 0 && errno == EINTR) {
+      }
       auto t0 = Clock::now();
       try {
         pid = b.claim(req).pid;
       } catch (const std::exception &e) {
-        std::lock_guard l(mu);
-        errors.push_back(e.what());
+        sh->failed[i] = 1;
+        std::snprintf(sh->error, sizeof sh->error, "%s", e.what());
       }
-      r.setup_ms[i] = ms_since(t0);
-      done.arrive_and_wait();
+      sh->setup_ms[i] = ms_since(t0);
+      write_bytes(ready[1], 1);
+      while (::read(down[0], &c, 1) < 0 && errno == EINTR) {
+      }
       t0 = Clock::now();
       try {
         if (pid)
           b.release(name);
       } catch (const std::exception &e) {
-        std::lock_guard l(mu);
-        errors.push_back(e.what());
+        sh->failed[i] = 1;
+        std::snprintf(sh->error, sizeof sh->error, "%s", e.what());
       }
       if (pid)
         ::waitpid(pid, nullptr, 0);
-      r.teardown_ms[i] = ms_since(t0);
-    });
-  for (auto &t : threads)
-    t.join();
-  r.teardown_wall_s = std::chrono::duration<double>(Clock::now() - teardown_start).count();
-  if (!errors.empty())
-    throw Error(fmt::format("{} of {} operations failed; first: {}", errors.size(), conc,
-                            errors.front()));
+      sh->teardown_ms[i] = ms_since(t0);
+      ::_exit(0);
+    }
+    workers.push_back(w);
+  }
+  Round r;
+  read_bytes(ready[0], conc); // all forked and waiting
+  auto t0 = Clock::now();
+  write_bytes(go[1], conc);
+  read_bytes(ready[0], conc); // all set up
+  r.setup_wall_s = ms_since(t0) / 1000;
+  t0 = Clock::now();
+  write_bytes(down[1], conc);
+  for (pid_t w : workers)
+    ::waitpid(w, nullptr, 0);
+  r.teardown_wall_s = ms_since(t0) / 1000;
+  for (int fd : {go[0], go[1], ready[0], ready[1], down[0], down[1]})
+    ::close(fd);
+  int failed = 0;
+  for (int i = 0; i < conc; ++i) {
+    r.setup_ms.push_back(sh->setup_ms[i]);
+    r.teardown_ms.push_back(sh->teardown_ms[i]);
+    failed += sh->failed[i];
+  }
+  std::string first = sh->error;
+  ::munmap(mem, sizeof(Shared));
+  if (failed)
+    throw Error(fmt::format("{} of {} operations failed; one: {}", failed, conc, first));
   return r;
 }
 
@@ -271,12 +328,22 @@ std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &
     b->create_parent(parent);
     try {
       Limits limits = sandbox_limits(*b, parent, progress);
+      // One untimed set-up first: loads the BPF program once, before the
+      // workers fork and inherit it.
+      ClaimRequest warm{parent, "warmup", limits, {}, std::nullopt, true, std::nullopt};
+      pid_t warm_pid = b->claim(warm).pid;
+      b->release("warmup");
+      ::waitpid(warm_pid, nullptr, 0);
       for (int conc : opts.concurrency) {
         std::vector<double> samples;
         double wall = 0;
         for (int round = 0; round < opts.rounds; ++round) {
           if (plan.pooled)
             b->fill(parent, static_cast<size_t>(conc), {}, {});
+          // The same pause for every mode: the previous teardown's and the
+          // fill's deferred kernel work (css offlining, RCU callbacks) is
+          // done, as it is when a pool is filled ahead of a burst.
+          std::this_thread::sleep_for(std::chrono::milliseconds(opts.settle_ms));
           Round r = run_round(*b, parent, limits, conc, fmt::format("c{}r{}", conc, round));
           for (int i = 0; i < conc; ++i)
             samples.push_back(r.setup_ms[i] + (opts.include_teardown ? r.teardown_ms[i] : 0));
@@ -300,6 +367,7 @@ std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &
   }
   if (v1_mounted)
     vm_unmount_v1(progress);
+  std::filesystem::remove_all(fmt::format("{}/{}", opts.config.state_dir, base));
   if (!opts.csv.empty()) {
     write_csv(opts.csv, rows);
     say(fmt::format("wrote {}", opts.csv));

@@ -7,7 +7,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <random>
 
 #include <fmt/format.h>
 
@@ -196,8 +195,7 @@ std::optional<std::string> StateDir::take_token(const PoolRef &pool, const std::
   ensure_dirs(nullptr);
   // Start at a random token so that concurrent claimers spread out instead
   // of all racing for the first directory entry.
-  thread_local std::minstd_rand rng(static_cast<unsigned>(::gettid()));
-  size_t start = rng() % toks.size();
+  size_t start = (static_cast<size_t>(::gettid()) * 2654435761u) % toks.size();
   std::string dst = claim_path(name, "take");
   for (size_t i = 0; i < toks.size(); ++i) {
     const std::string &id = toks[(start + i) % toks.size()];

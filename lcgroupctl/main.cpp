@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "rundkit/cli.h"
 #include "rundkit/cgroup.h"
 #include "rundkit/cgroup_bench.h"
 #include "rundkit/error.h"
@@ -17,24 +18,6 @@ using namespace rundkit;
 
 namespace {
 
-struct Output {
-  bool json = false;
-  bool pretty = false;
-
-  void print(const nlohmann::json &j, const std::string &text) const {
-    if (json)
-      std::cout << j.dump(pretty ? 2 : -1) << "\n";
-    else
-      std::cout << text;
-  }
-  int fail(int code, const std::string &msg) const {
-    if (json)
-      std::cout << nlohmann::json{{"error", msg}}.dump(pretty ? 2 : -1) << "\n";
-    else
-      std::cerr << "Error: " << msg << "\n";
-    return code;
-  }
-};
 
 struct LimitOptions {
   std::optional<std::string> cpus, memory, pids, devices;
@@ -94,10 +77,9 @@ int main(int argc, char **argv) {
   CLI::App app{"lcgroupctl: pools of sandbox cgroups (cpu, memory, pids, devices)\n"
                "usage: lcgroupctl [OPTIONS] OBJECT VERB ...; see Documentation/lcgroupctl.md"};
   app.require_subcommand(1);
-  Output out;
+  CliOutput out;
   Config cfg;
-  app.add_flag("-j,--json", out.json, "JSON output (and JSON errors)");
-  app.add_flag("-p,--pretty", out.pretty, "indented JSON; implies --json");
+  out.add_flags(app);
   app.add_option("--backend", cfg.backend, "auto, v1, v2 or kernel-pool")->capture_default_str();
   app.add_option("--state-dir", cfg.state_dir, "where claims and pools are recorded")
       ->capture_default_str();
@@ -171,19 +153,10 @@ int main(int argc, char **argv) {
                   "bare VM: mount v1 hierarchies, then enable cgroup2 controllers, then "
                   "remount lwcg, in that order (see Documentation/lcgroupctl.md)");
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp &e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp &e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError &e) {
-    out.json = out.json || out.pretty;
-    return out.fail(kExitUsage, e.what());
-  }
-  out.json = out.json || out.pretty;
+  if (auto code = parse_command_line(app, argc, argv, out))
+    return *code;
 
-  try {
+  return run_command(out, [&]() -> int {
     if (*info) {
       auto j = host_info(cfg);
       out.print(j, text_of_info(j));
@@ -238,9 +211,5 @@ int main(int argc, char **argv) {
       out.print(to_json(r), text_of(r));
     }
     return kExitOk;
-  } catch (const InputError &e) {
-    return out.fail(kExitUsage, e.what());
-  } catch (const std::exception &e) {
-    return out.fail(kExitFailure, e.what());
-  }
+  });
 }

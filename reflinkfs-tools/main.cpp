@@ -14,8 +14,9 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "rundkit/cgroup_limits.h"
+#include "rundkit/cli.h"
 #include "rundkit/error.h"
+#include "rundkit/units.h"
 #include "rundkit/image.h"
 #include "rundkit/mount.h"
 #include "rundkit/reflink.h"
@@ -26,31 +27,15 @@ using nlohmann::json;
 
 namespace {
 
-struct Output {
-  bool as_json = false;
-  bool pretty = false;
 
-  void print(const json &j) const { std::cout << j.dump(pretty ? 2 : -1) << "\n"; }
-  void error(const std::string &msg) const {
-    if (as_json)
-      print({{"error", msg}});
-    else
-      std::cerr << "Error: " << msg << "\n";
-  }
-};
-
-// Bad values the parser cannot see (a size like "1X") are usage errors.
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 Fallback parse_fallback(const std::string &s) {
   return s == "copy" ? Fallback::kCopy : Fallback::kNone;
 }
 
-void print_template(const Output &out, const TemplateInfo &t) {
-  if (out.as_json)
-    return out.print(t.to_json());
+void print_template(const CliOutput &out, const TemplateInfo &t) {
+  if (out.json)
+    return out.print_json(t.to_json());
   std::string mkfs;
   for (const auto &a : t.mkfs)
     mkfs += (mkfs.empty() ? "" : " ") + a;
@@ -61,13 +46,12 @@ void print_template(const Output &out, const TemplateInfo &t) {
 } // namespace
 
 int main(int argc, char **argv) {
-  Output out;
+  CliOutput out;
   CLI::App app{"reflinkfs: per-sandbox writable layers by reflink clone of a template "
                "image, read-only image layers shared by overlayfs",
                "reflinkfs"};
   app.require_subcommand(1);
-  app.add_flag("-j,--json", out.as_json, "JSON output (errors as {\"error\": ...})");
-  app.add_flag("-p,--pretty", out.pretty, "indented JSON (implies --json)");
+  out.add_flags(app);
   app.fallthrough();
 
   // template create PATH --size S [--fs ext4] | template show PATH
@@ -146,24 +130,10 @@ int main(int argc, char **argv) {
                   "instead: run fio on a volatile layer with and without --direct and report "
                   "host page cache figures");
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp &e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp &e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError &e) {
-    out.as_json = out.as_json || out.pretty;
-    if (out.as_json) {
-      out.error(e.what());
-      return kExitUsage;
-    }
-    app.exit(e);
-    return kExitUsage;
-  }
-  out.as_json = out.as_json || out.pretty;
+  if (auto code = parse_command_line(app, argc, argv, out))
+    return *code;
 
-  try {
+  return run_command(out, [&]() -> int {
     if (*tcreate) {
       uint64_t size = parse_size(size_text);
       print_template(out, create_template(path, size, fs));
@@ -175,11 +145,11 @@ int main(int argc, char **argv) {
       if (owner) {
         opts.owner = ProcessId::of(*owner);
         if (!opts.owner)
-          throw UsageError(fmt::format("--owner {}: no such process", *owner));
+          throw InputError(fmt::format("--owner {}: no such process", *owner));
       }
       auto method = clone_layer(Template::open(path), dest, opts);
-      if (out.as_json)
-        out.print({{"layer", dest}, {"template", path}, {"method", clone_method_name(method)}});
+      if (out.json)
+        out.print_json({{"layer", dest}, {"template", path}, {"method", clone_method_name(method)}});
       else
         fmt::print("{}: {} of {}\n", dest, clone_method_name(method), path);
     } else if (*lvol) {
@@ -189,18 +159,18 @@ int main(int argc, char **argv) {
       auto m = mount_ro_layers(layers, target);
       json j = {{"target", target}, {"kind", m.kind}, {"lowerdir", m.lowerdir}};
       m.mount.release();
-      if (out.as_json)
-        out.print(j);
+      if (out.json)
+        out.print_json(j);
       else
         fmt::print("{}: read-only {} of {}\n", target, m.kind, m.lowerdir);
     } else if (*rumount) {
       umount_ro_layers(target);
-      if (out.as_json)
-        out.print({{"target", target}, {"unmounted", true}});
+      if (out.json)
+        out.print_json({{"target", target}, {"unmounted", true}});
     } else if (*gc) {
       auto entries = gc_layers(dir, dry_run);
-      if (out.as_json) {
-        out.print(to_json(entries));
+      if (out.json) {
+        out.print_json(to_json(entries));
       } else {
         for (const auto &e : entries)
           fmt::print("{} {}: {}\n", e.removed ? "removed" : "kept   ", e.name, e.reason);
@@ -211,31 +181,22 @@ int main(int argc, char **argv) {
         bopt.modes = parse_bench_modes(modes_text);
         bopt.template_size = parse_size(bsize_text);
       } catch (const Error &e) {
-        throw UsageError(e.what());
+        throw InputError(e.what());
       }
       if (bopt.page_cache) {
         auto r = run_page_cache_bench(bopt);
-        if (out.as_json)
-          out.print(r);
+        if (out.json)
+          out.print_json(r);
         else
           std::cout << format_page_cache(r);
       } else {
         auto result = run_reflink_bench(bopt);
-        if (out.as_json)
-          out.print(result.to_json());
+        if (out.json)
+          out.print_json(result.to_json());
         else
           std::cout << result.format();
       }
     }
-  } catch (const InputError &e) {
-    out.error(e.what());
-    return kExitUsage;
-  } catch (const UsageError &e) {
-    out.error(e.what());
-    return kExitUsage;
-  } catch (const std::exception &e) {
-    out.error(e.what());
-    return kExitFailure;
-  }
-  return kExitOk;
+    return kExitOk;
+  });
 }

@@ -19,7 +19,7 @@
 
 #include <fmt/format.h>
 
-#include "rundkit/cgroup_limits.h"
+#include "rundkit/units.h"
 #include "rundkit/error.h"
 #include "rundkit/image.h"
 #include "rundkit/loop.h"

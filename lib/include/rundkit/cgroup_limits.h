@@ -10,15 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include "rundkit/error.h"
+#include "rundkit/units.h"
 
 namespace rundkit {
 
-// Bad input from the command line or a caller: reported with exit code 2
-// (kExitUsage) before anything is changed.
-class InputError : public Error {
-public:
-  using Error::Error;
-};
 
 enum class DevicePolicy {
   kInherit,    // no policy of our own: whatever the parent allows
@@ -42,9 +37,6 @@ inline constexpr int64_t kCpuPeriodUs = 100000;
 // "0.5", "2": > 0, at most 4096, and at least 1 ms of quota per period
 // (the kernel refuses less).
 double parse_cpus(const std::string &text);
-// "134217728", "128M", "1G", "512K" (binary multiples, K/M/G/T, optional
-// trailing "i" or "B"); must be > 0.
-uint64_t parse_size(const std::string &text);
 // "1024" or "max"; max is returned as -1.
 int64_t parse_pids(const std::string &text);
 DevicePolicy parse_device_policy(const std::string &text);

@@ -24,6 +24,13 @@ private:
   int err_ = 0;
 };
 
+// Bad input from the command line or a caller: reported with exit code 2
+// (kExitUsage) before anything is changed.
+class InputError : public Error {
+public:
+  using Error::Error;
+};
+
 // Throws Error(op, path, errno) when `ret` is negative; returns `ret`.
 long check_sys(long ret, const char *op, const std::string &path);
 

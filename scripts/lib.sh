@@ -114,16 +114,24 @@ apply_series() {
 	series_id "$dir" >"$tree/.rundkit-series"
 }
 
-# merge_kernel_config OBJ SRC FRAGMENT...: OBJ/.config is tinyconfig plus the
-# fragments, and every CONFIG_ line of every fragment holds in it.  Lists the
-# options that did not make it and fails if there are any.
-merge_kernel_config() {
+# configure_kernel OBJ SRC FRAGMENT...: OBJ/.config is tinyconfig plus the
+# fragments, resolved by olddefconfig (options the tree does not know drop).
+configure_kernel() {
 	local obj=$1 src=$2
 	shift 2
 	mkdir -p "$obj"
 	make -s -C "$src" O="$obj" tinyconfig >/dev/null
 	(cd "$obj" && "$src/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$@" >/dev/null)
 	make -s -C "$src" O="$obj" olddefconfig >/dev/null
+}
+
+# merge_kernel_config OBJ SRC FRAGMENT...: configure_kernel, and every
+# CONFIG_ line of every fragment holds in the result.  Lists the options
+# that did not make it and fails if there are any.
+merge_kernel_config() {
+	configure_kernel "$@"
+	local obj=$1
+	shift 2
 	verify_kernel_config "$obj/.config" "$@"
 }
 

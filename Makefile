@@ -20,6 +20,7 @@ help:
 	@echo "make host-kernel-stock  the same kernel without the series, for comparison"
 	@echo "make selftests          cgroup kselftests + test_lwcg on the patched kernel"
 	@echo "make check-series       checkpatch --strict and a build of every patch in turn"
+	@echo "make bench-guest        condensed guest kernel vs Debian cloud vs defconfig (table, chart)"
 	@echo "make cxx / cxx-test     build / test the C++ tools (lcgroupctl, reflinkfs)"
 	@echo "make clean              remove build/"
 
@@ -57,6 +58,10 @@ check:
 
 demo:
 	scripts/demo
+
+.PHONY: bench-guest
+bench-guest:
+	scripts/bench-guest
 
 check-series:
 	scripts/check-series

@@ -99,6 +99,11 @@ int main(int argc, char **argv) {
   fill->add_option("PARENT", parent, "parent cgroup, relative to each hierarchy root")->required();
   fill->add_option("--size", size, "entries to keep ready")->required();
   fill_limits.add_to(fill);
+  bool park = false;
+  fill->add_flag("--park", park,
+                 "start a parked process in every entry; a claim's command is exec'd in it, "
+                 "so it needs no migration (v1) or CLONE_INTO_CGROUP (cgroup2) on the "
+                 "start-up path (userspace pools only)");
   auto *status = pool->add_subcommand("status", "target, available, hits and misses");
   status->add_option("PARENT", parent, "parent cgroup")->required();
   auto *drain = pool->add_subcommand("drain", "remove every pooled entry");
@@ -150,8 +155,9 @@ int main(int argc, char **argv) {
   bench->add_flag("--include-teardown", bo.include_teardown,
                   "time set-up and teardown together (default: set-up only)");
   bench->add_flag("--setup-vm", bo.setup_vm,
-                  "bare VM: mount v1 hierarchies, then enable cgroup2 controllers, then "
-                  "remount lwcg, in that order (see Documentation/lcgroupctl.md)");
+                  "bare VM with cgroup2 only: v2 modes, then kernel-pool after a remount "
+                  "with lwcg, then v1 modes on v1 hierarchies the controllers move to, "
+                  "in that order (see Documentation/lcgroupctl.md)");
 
   if (auto code = parse_command_line(app, argc, argv, out))
     return *code;
@@ -173,7 +179,7 @@ int main(int argc, char **argv) {
       require_root(fmt::format("lcgroupctl {}", app.get_subcommands().front()->get_name()));
     auto backend = make_backend(cfg, detect_layout(cfg.layout));
     if (*fill) {
-      backend->fill(parent, size, fill_limits.parse(), progress);
+      backend->fill(parent, size, fill_limits.parse(), park, progress);
       auto s = backend->status(parent);
       out.print(to_json(s), text_of(s));
     } else if (*status) {

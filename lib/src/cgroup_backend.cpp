@@ -13,8 +13,27 @@
 
 #include "rundkit/error.h"
 #include "rundkit/fd.h"
+#include "rundkit/parked.h"
 
 namespace rundkit {
+
+namespace {
+
+// The part of `want` that a cgroup which already has `has` still needs.
+Limits still_needed(const Limits &want, const Limits &has) {
+  Limits out = want;
+  if (out.cpus == has.cpus)
+    out.cpus.reset();
+  if (out.memory_bytes == has.memory_bytes)
+    out.memory_bytes.reset();
+  if (out.pids == has.pids)
+    out.pids.reset();
+  if (out.devices == has.devices)
+    out.devices.reset();
+  return out;
+}
+
+} // namespace
 
 void Tree::enter(const std::string &cg, pid_t pid) const {
   cgfs::write(cg, cgfs::kProcs, std::to_string(pid));
@@ -143,7 +162,19 @@ void Backend::destroy(const std::vector<std::string> &paths) const {
     cgfs::remove(p);
 }
 
-void Backend::start_process(const ClaimRequest &req, ClaimRecord &rec) {
+void Backend::start_process(const ClaimRequest &req, ClaimRecord &rec,
+                            const std::optional<ProcessId> &parked) {
+  if (parked && parked->alive(cfg_.proc_root)) {
+    if (req.command.empty()) {
+      rec.pid = parked->pid; // a placeholder: the parked process is one
+      return;
+    }
+    if (auto pid = exec_in_parked(*parked, req.command, req.output, cfg_.proc_root)) {
+      rec.pid = *pid;
+      return;
+    }
+    // It died meanwhile (killed, OOM): start the command the direct way.
+  }
   const Tree *v2 = nullptr;
   std::string v2_path;
   for (size_t i = 0; i < trees_.size(); ++i)
@@ -160,6 +191,11 @@ void Backend::start_process(const ClaimRequest &req, ClaimRecord &rec) {
       trees_[i]->enter(rec.paths[i], child.pid());
   child.start();
   rec.pid = child.detach();
+}
+
+void Backend::stop_parked(const ClaimRecord &rec) {
+  for (size_t i = 0; i < trees_.size(); ++i)
+    trees_[i]->kill_all(rec.paths[i]);
 }
 
 ClaimRecord Backend::claim(const ClaimRequest &req) {
@@ -181,11 +217,21 @@ ClaimRecord Backend::claim(const ClaimRequest &req) {
 
   state_.create_claim(rec); // from here on gc can find and undo everything
   try {
-    rec.paths = acquire(rec);
+    Acquired got = acquire(rec);
+    rec.paths = got.paths;
+    // A pool entry was made with its limits: write only what differs, and
+    // record what the cgroup really has.
+    Limits todo = rec.limits;
+    if (got.has) {
+      todo = still_needed(rec.limits, *got.has);
+      rec.limits = Limits::merge(*got.has, rec.limits);
+    }
     for (size_t i = 0; i < trees_.size(); ++i)
-      trees_[i]->apply(rec.paths[i], rec.limits);
+      trees_[i]->apply(rec.paths[i], todo);
     if (!req.command.empty() || req.placeholder)
-      start_process(req, rec);
+      start_process(req, rec, got.parked);
+    else if (got.parked)
+      stop_parked(rec);
     rec.phase = "claimed";
     state_.update_claim(rec);
   } catch (...) {

@@ -1,7 +1,12 @@
 // A rundkit kernel with `lwcg`: the pool lives in the kernel.  Writing N to
 // PARENT/cgroup.pool keeps N hidden, initialised children; mkdir(2) under
 // PARENT takes one without cgroup_mutex.  Pooled children carry no limits
-// (limits are per sandbox), so a claim is mkdir + limits + process.
+// (limits are per sandbox), so a claim is mkdir + limits + process.  The
+// device policy is the exception on cgroup2: a fill with --devices
+// attaches the program to PARENT, and every child, pooled or not, runs it
+// (BPF_F_ALLOW_MULTI programs of ancestors apply to descendants), so a
+// claim attaches nothing: BPF_PROG_ATTACH takes cgroup_mutex.
+#include <algorithm>
 #include <chrono>
 #include <sstream>
 #include <thread>
@@ -45,15 +50,23 @@ class KernelPool : public Backend {
 public:
   using Backend::Backend;
 
-  void fill(const std::string &raw, size_t size, const Limits &defaults,
+  void fill(const std::string &raw, size_t size, const Limits &defaults, bool park,
             const Progress &progress) override {
     std::string parent = normalize_parent(raw);
+    if (park)
+      throw InputError("--park: the kernel pool's entries stay hidden until a claim's mkdir, so "
+                       "no process can wait inside them");
     if (size > kMaxKernelPool)
       throw InputError(fmt::format("invalid size {}: the kernel pool holds at most {}", size,
                                    kMaxKernelPool));
     require_parent(parent);
     require_pool_file(parent);
     check_enforceable(parent, defaults);
+    auto before = state().read_pool(pool_ref(parent));
+    if (parent_polices_devices(defaults) &&
+        !(before && parent_polices_devices(before->defaults)))
+      for (const auto &t : trees())
+        t->apply(t->path(parent), Limits{{}, {}, {}, defaults.devices});
     state().write_pool(pool_ref(parent), PoolConfig{parent, size, defaults});
     for (const auto &t : trees())
       cgfs::write(t->path(parent), cgfs::kPool, std::to_string(size));
@@ -100,9 +113,24 @@ public:
   }
 
 protected:
-  std::vector<std::string> acquire(ClaimRecord &rec) override { return create_direct(rec); }
+  Acquired acquire(ClaimRecord &rec) override {
+    Acquired got{create_direct(rec), {}, {}};
+    auto cfg = state().read_pool(pool_ref(rec.parent));
+    if (cfg && parent_polices_devices(cfg->defaults))
+      got.has = Limits{{}, {}, {}, cfg->defaults.devices};
+    return got;
+  }
 
 private:
+  // Whether a fill with `defaults` puts the device policy on the parent:
+  // on cgroup2 only (a v1 child copies its parent's devices list once, at
+  // creation, so children pooled before the fill would miss it).
+  bool parent_polices_devices(const Limits &defaults) const {
+    return defaults.devices == DevicePolicy::kOciDefault &&
+           std::all_of(trees().begin(), trees().end(),
+                       [](const auto &t) { return t->version() == 2; });
+  }
+
   void require_pool_file(const std::string &parent) const {
     for (const auto &t : trees()) {
       std::string f = cgfs::join(t->path(parent), cgfs::kPool);

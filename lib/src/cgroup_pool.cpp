@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "rundkit/parked.h"
+
 namespace rundkit {
 
 std::string UserspacePool::entry_id(const std::string &child) {
@@ -31,7 +33,7 @@ std::string UserspacePool::new_entry_id() {
   return fmt::format("{}-{}-{}", self.pid, self.start, seq++);
 }
 
-void UserspacePool::fill(const std::string &raw, size_t size, const Limits &defaults,
+void UserspacePool::fill(const std::string &raw, size_t size, const Limits &defaults, bool park,
                          const Progress &progress) {
   std::string parent = normalize_parent(raw);
   require_parent(parent);
@@ -42,8 +44,14 @@ void UserspacePool::fill(const std::string &raw, size_t size, const Limits &defa
   size_t need = size > have ? size - have : 0;
   for (size_t i = 0; i < need; ++i) {
     std::string id = new_entry_id();
+    PoolEntry entry{id, defaults, std::nullopt};
     try {
       make_entry(parent, id, defaults);
+      if (park)
+        entry.parked = park_process([&](pid_t pid) {
+          for (const auto &t : trees())
+            t->enter(t->path(cgfs::join(parent, kPoolPrefix + id)), pid);
+        });
     } catch (...) {
       try {
         destroy(entry_paths(parent, id));
@@ -52,7 +60,7 @@ void UserspacePool::fill(const std::string &raw, size_t size, const Limits &defa
       }
       throw;
     }
-    state().publish_token(ref, id);
+    state().publish_token(ref, entry);
     if (progress && (i + 1 == need || (i + 1) % 25 == 0))
       progress(fmt::format("pool {}: {}/{} entries made", parent, i + 1, need));
   }
@@ -93,17 +101,17 @@ void UserspacePool::drain(const std::string &raw, const Progress &progress) {
   }
 }
 
-std::vector<std::string> UserspacePool::acquire(ClaimRecord &rec) {
+Backend::Acquired UserspacePool::acquire(ClaimRecord &rec) {
   PoolRef ref = pool_ref(rec.parent);
-  if (auto id = state().take_token(ref, rec.name)) {
+  if (auto entry = state().take_token(ref, rec.name)) {
     rec.hit = true;
-    rec.pool_id = *id;
+    rec.pool_id = entry->id;
     state().count(ref, "hits");
-    return claim_entry(rec, *id);
+    return {claim_entry(rec, entry->id), entry->limits, entry->parked};
   }
   // An empty pool is not an error: create directly and count the miss.
   state().count(ref, "misses");
-  return create_direct(rec);
+  return {create_direct(rec), {}, {}};
 }
 
 std::vector<std::string> UserspacePool::claim_paths(const ClaimRecord &rec) const {

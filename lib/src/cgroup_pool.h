@@ -23,7 +23,7 @@ class UserspacePool : public Backend {
 public:
   using Backend::Backend;
 
-  void fill(const std::string &parent, size_t size, const Limits &defaults,
+  void fill(const std::string &parent, size_t size, const Limits &defaults, bool park,
             const Progress &progress) override;
   PoolStatus status(const std::string &parent) override;
   void drain(const std::string &parent, const Progress &progress) override;
@@ -35,7 +35,7 @@ public:
   static std::optional<ProcessId> maker_of(const std::string &id);
 
 protected:
-  std::vector<std::string> acquire(ClaimRecord &rec) override;
+  Acquired acquire(ClaimRecord &rec) override;
   std::vector<std::string> claim_paths(const ClaimRecord &rec) const override;
   void gc_pool(const std::string &parent, GcReport &report) override;
 

@@ -17,13 +17,17 @@ namespace rundkit {
 
 namespace {
 
+// One mkdir(2) when the directory exists, which is every time but the
+// first: claims call this on their start-up path.
 void mkdir_p(const std::string &path) {
-  for (size_t pos = 1; pos != std::string::npos;) {
-    pos = path.find('/', pos + 1);
-    std::string part = path.substr(0, pos);
-    if (::mkdir(part.c_str(), 0700) < 0 && errno != EEXIST)
-      throw Error("mkdir", part, errno);
-  }
+  if (::mkdir(path.c_str(), 0700) == 0 || errno == EEXIST)
+    return;
+  size_t slash = path.rfind('/');
+  if (errno != ENOENT || slash == 0 || slash == std::string::npos)
+    throw Error("mkdir", path, errno);
+  mkdir_p(path.substr(0, slash));
+  if (::mkdir(path.c_str(), 0700) < 0 && errno != EEXIST)
+    throw Error("mkdir", path, errno);
 }
 
 std::vector<std::string> list_dir(const std::string &path) {
@@ -57,6 +61,18 @@ std::optional<std::string> read_if_exists(const std::string &path) {
   }
 }
 
+// A take holds the token's content: the entry id is in it, or is it (old
+// bare-id tokens).
+std::string take_id(const std::string &text) {
+  if (text.empty() || text[0] != '{')
+    return text;
+  try {
+    return nlohmann::json::parse(text).at("id");
+  } catch (const nlohmann::json::exception &) {
+    return "";
+  }
+}
+
 } // namespace
 
 nlohmann::json to_json(const ClaimRecord &r) {
@@ -83,6 +99,27 @@ ClaimRecord claim_from_json(const nlohmann::json &j) {
   r.pid = j.at("pid");
   r.limits = limits_from_json(j.at("limits"));
   return r;
+}
+
+nlohmann::json to_json(const PoolEntry &e) {
+  nlohmann::json j = {{"id", e.id}, {"limits", to_json(e.limits)}};
+  j["parked"] = e.parked ? to_json(*e.parked) : nlohmann::json(nullptr);
+  return j;
+}
+
+PoolEntry pool_entry_from_text(const std::string &id, const std::string &text) {
+  PoolEntry e{id, {}, std::nullopt};
+  if (text.empty() || text[0] != '{')
+    return e;
+  try {
+    auto j = nlohmann::json::parse(text);
+    e.limits = limits_from_json(j.at("limits"));
+    if (!j.at("parked").is_null())
+      e.parked = process_id_from_json(j.at("parked"));
+  } catch (const nlohmann::json::exception &ex) {
+    throw Error(fmt::format("corrupt pool token '{}': {}", id, ex.what()));
+  }
+  return e;
 }
 
 std::string escape_key(const std::string &parent) {
@@ -187,7 +224,7 @@ std::vector<std::string> StateDir::claim_names() const {
   return out;
 }
 
-std::optional<std::string> StateDir::take_token(const PoolRef &pool, const std::string &name) {
+std::optional<PoolEntry> StateDir::take_token(const PoolRef &pool, const std::string &name) {
   std::string dir = pool_dir(pool) + "/tokens";
   auto toks = list_dir(dir);
   if (toks.empty())
@@ -201,7 +238,7 @@ std::optional<std::string> StateDir::take_token(const PoolRef &pool, const std::
     const std::string &id = toks[(start + i) % toks.size()];
     std::string src = dir + "/" + id;
     if (::rename(src.c_str(), dst.c_str()) == 0)
-      return id;
+      return pool_entry_from_text(id, read_file(dst));
     if (errno != ENOENT)
       throw Error("rename", src, errno);
   }
@@ -209,22 +246,25 @@ std::optional<std::string> StateDir::take_token(const PoolRef &pool, const std::
 }
 
 std::optional<std::string> StateDir::read_take(const std::string &name) const {
-  return read_if_exists(claim_path(name, "take"));
+  auto text = read_if_exists(claim_path(name, "take"));
+  if (!text)
+    return std::nullopt;
+  return take_id(*text);
 }
 
 std::vector<std::string> StateDir::taken_ids() const {
   std::vector<std::string> out;
   for (const auto &f : list_dir(root_ + "/claims"))
     if (ends_with(f, ".take"))
-      if (auto id = read_if_exists(root_ + "/claims/" + f))
-        out.push_back(*id);
+      if (auto text = read_if_exists(root_ + "/claims/" + f))
+        out.push_back(take_id(*text));
   return out;
 }
 
-void StateDir::publish_token(const PoolRef &pool, const std::string &id) {
+void StateDir::publish_token(const PoolRef &pool, const PoolEntry &entry) {
   ensure_dirs(&pool);
-  std::string tmp = stage(id);
-  std::string dst = pool_dir(pool) + "/tokens/" + id;
+  std::string tmp = stage(to_json(entry).dump());
+  std::string dst = pool_dir(pool) + "/tokens/" + entry.id;
   check_sys(::rename(tmp.c_str(), dst.c_str()), "rename", dst);
 }
 

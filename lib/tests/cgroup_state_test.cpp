@@ -48,7 +48,7 @@ TEST_F(StateTest, ConcurrentClaimersNeverShareAToken) {
   StateDir s(root_);
   PoolRef pool{"v2", "kata/sandboxes"};
   for (int i = 0; i < 50; ++i)
-    s.publish_token(pool, "id" + std::to_string(i));
+    s.publish_token(pool, PoolEntry{"id" + std::to_string(i), {}, std::nullopt});
   std::mutex mu;
   std::multiset<std::string> got;
   std::vector<std::thread> threads;
@@ -56,7 +56,7 @@ TEST_F(StateTest, ConcurrentClaimersNeverShareAToken) {
     threads.emplace_back([&, t] {
       if (auto id = s.take_token(pool, "claim" + std::to_string(t))) {
         std::lock_guard l(mu);
-        got.insert(*id);
+        got.insert(id->id);
       }
     });
   for (auto &t : threads)

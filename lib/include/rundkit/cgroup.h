@@ -116,7 +116,11 @@ public:
   // Throws Error naming the first hierarchy where PARENT is missing.
   void require_parent(const std::string &parent) const;
 
-  virtual void fill(const std::string &parent, size_t size, const Limits &defaults,
+  // Makes the pool hold `size` entries, each made with `defaults`.  With
+  // `park`, every entry also gets a parked process (rundkit/parked.h)
+  // that a claim's command is exec'd in, so the command needs no
+  // migration (v1) or CLONE_INTO_CGROUP (cgroup2) on the start-up path.
+  virtual void fill(const std::string &parent, size_t size, const Limits &defaults, bool park,
                     const Progress &progress) = 0;
   virtual PoolStatus status(const std::string &parent) = 0;
   virtual void drain(const std::string &parent, const Progress &progress) = 0;
@@ -130,9 +134,15 @@ public:
   virtual nlohmann::json describe() const;
 
 protected:
-  // Hands out the claim's cgroups (one per tree, same order as trees()),
-  // from the pool or created directly; sets rec.hit / rec.pool_id.
-  virtual std::vector<std::string> acquire(ClaimRecord &rec) = 0;
+  // What acquire() hands a claim.
+  struct Acquired {
+    std::vector<std::string> paths;  // one per tree, same order as trees()
+    std::optional<Limits> has;       // limits already in place (a pool entry)
+    std::optional<ProcessId> parked; // a parked process inside
+  };
+  // Hands out the claim's cgroups, from the pool or created directly;
+  // sets rec.hit / rec.pool_id.
+  virtual Acquired acquire(ClaimRecord &rec) = 0;
   // Every directory a claim may own, including pool-entry leftovers.
   virtual std::vector<std::string> claim_paths(const ClaimRecord &rec) const;
   virtual void gc_pool(const std::string &parent, GcReport &report) {
@@ -148,7 +158,10 @@ protected:
   const Config &config() const { return cfg_; }
 
 private:
-  void start_process(const ClaimRequest &req, ClaimRecord &rec);
+  void start_process(const ClaimRequest &req, ClaimRecord &rec,
+                     const std::optional<ProcessId> &parked);
+  // A parked process nobody asked for: killed, and waited for.
+  void stop_parked(const ClaimRecord &rec);
   void teardown(const ClaimRecord &rec);
 
   std::string name_;

@@ -25,7 +25,7 @@ std::vector<std::string> make_all(const std::string &path);
 void rename(const std::string &from, const std::string &to);
 // rmdir(2), retrying EBUSY for up to `timeout_ms` while killed tasks finish
 // exiting.  False if the directory was already gone.
-bool remove(const std::string &path, int timeout_ms = 5000);
+bool remove(const std::string &path, int timeout_ms = 30000);
 std::vector<pid_t> procs(const std::string &path);
 // Subdirectories (child cgroups) of `path`.
 std::vector<std::string> children(const std::string &path);
@@ -40,5 +40,5 @@ std::vector<std::string> words(const std::string &path, const std::string &file)
 namespace rundkit::cgfs {
 // SIGKILLs everything listed in cgroup.procs until it stays empty (new
 // tasks may fork in meanwhile); throws Error(EBUSY) after `timeout_ms`.
-void kill_until_empty(const std::string &path, int timeout_ms = 5000);
+void kill_until_empty(const std::string &path, int timeout_ms = 30000);
 } // namespace rundkit::cgfs

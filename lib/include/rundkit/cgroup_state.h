@@ -7,7 +7,9 @@
 //   claims/NAME.json   the claim record: parent, phase, cgroup paths, owner
 //   claims/NAME.take   the pool entry id this claim took (lives until release)
 //   pools/BACKEND/KEY/pool.json    parent, target size, default limits
-//   pools/BACKEND/KEY/tokens/ID    one per fully configured pool entry
+//   pools/BACKEND/KEY/tokens/ID    one per fully configured pool entry: the
+//                                  limits it was made with and its parked
+//                                  process, if any (JSON)
 //   pools/BACKEND/KEY/hits|misses  append-only counters: size = count
 //   tmp/                           staging for the atomic steps
 //
@@ -55,6 +57,18 @@ struct PoolConfig {
   Limits defaults;
 };
 
+// One pool entry as its token describes it.
+struct PoolEntry {
+  std::string id;
+  Limits limits;                   // what the entry was made with
+  std::optional<ProcessId> parked; // waiting inside for the claim's command
+};
+
+nlohmann::json to_json(const PoolEntry &e);
+// `id` is the token's name; `text` its content (a bare id before tokens
+// carried JSON).
+PoolEntry pool_entry_from_text(const std::string &id, const std::string &text);
+
 struct PoolRef {
   std::string backend;
   std::string parent;
@@ -73,14 +87,15 @@ public:
   std::vector<std::string> claim_names() const;
 
   // Atomically moves one published token of the pool to claims/NAME.take
-  // and returns its entry id; nothing if the pool is empty.  Many claimers
+  // and returns its entry; nothing if the pool is empty.  Many claimers
   // may race: rename(2) hands each token to exactly one.
-  std::optional<std::string> take_token(const PoolRef &pool, const std::string &name);
+  std::optional<PoolEntry> take_token(const PoolRef &pool, const std::string &name);
+  // The id of the entry claim NAME took, if any.
   std::optional<std::string> read_take(const std::string &name) const;
   // Every pool entry id currently held by a claim.
   std::vector<std::string> taken_ids() const;
 
-  void publish_token(const PoolRef &pool, const std::string &id);
+  void publish_token(const PoolRef &pool, const PoolEntry &entry);
   std::vector<std::string> tokens(const PoolRef &pool) const;
   // Withdraws one token (drain, gc); false if someone took it first.
   bool withdraw_token(const PoolRef &pool, const std::string &id);

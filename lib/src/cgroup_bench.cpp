@@ -116,9 +116,14 @@ void read_bytes(int fd, int n) {
 
 // One worker process per concurrent set-up, as on a real node where each
 // sandbox has its own runtime process: their clone3 calls do not contend on
-// one address space, which threads of a single process would.
+// one address space, which threads of a single process would.  Each worker
+// is a warm runtime process: it does one untimed set-up and teardown first,
+// so the timed one pays no first-touch page faults of a fresh fork (under
+// QEMU TCG those cost as much as the cgroup work itself, the same in every
+// mode).  Then all pause `settle_ms` so that the warm-ups' deferred kernel
+// work is done, and are released at once.
 Round run_round(Backend &b, const std::string &parent, const Limits &limits, int conc,
-                const std::string &tag) {
+                const std::string &tag, int settle_ms) {
   void *mem = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE,
                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED)
@@ -137,6 +142,16 @@ Round run_round(Backend &b, const std::string &parent, const Limits &limits, int
       std::string name = fmt::format("{}-{}", tag, i);
       ClaimRequest req{parent, name, limits, {}, std::nullopt, true, std::nullopt};
       pid_t pid = 0;
+      try {
+        ClaimRequest warm = req;
+        warm.name = "warm-" + name;
+        pid_t warm_pid = b.claim(warm).pid;
+        b.release(warm.name);
+        ::waitpid(warm_pid, nullptr, 0);
+      } catch (const std::exception &e) {
+        sh->failed[i] = 1;
+        std::snprintf(sh->error, sizeof sh->error, "warm-up: %s", e.what());
+      }
       write_bytes(ready[1], 1);
       while (::read(go[0], &c, 1) < 0 && errno == EINTR) {
       }
@@ -167,7 +182,8 @@ Round run_round(Backend &b, const std::string &parent, const Limits &limits, int
     workers.push_back(w);
   }
   Round r;
-  read_bytes(ready[0], conc); // all forked and waiting
+  read_bytes(ready[0], conc); // all forked, warm and waiting
+  std::this_thread::sleep_for(std::chrono::milliseconds(settle_ms));
   auto t0 = Clock::now();
   write_bytes(go[1], conc);
   read_bytes(ready[0], conc); // all set up
@@ -192,7 +208,15 @@ Round run_round(Backend &b, const std::string &parent, const Limits &limits, int
   return r;
 }
 
-// --- bare-VM set-up: v1 hierarchies first, then cgroup2, then lwcg ------
+// --- bare-VM set-up: cgroup2, then lwcg, then v1 hierarchies ----------
+//
+// All in one boot, every mode with the same controllers: cgroup2 first
+// (its controllers are free at boot), then the same hierarchy remounted
+// with lwcg, then the controllers taken off cgroup2 and mounted one per v1
+// hierarchy.  That order, because a v1 hierarchy outlives its unmount as
+// long as dying cgroups pin it, so controllers may not come back to
+// cgroup2 for a long time; leaving cgroup2 only needs its dying children
+// released, which a retry waits for.
 
 constexpr const char *kVmV1Root = "/run/lcgroupctl-bench-v1";
 
@@ -216,45 +240,40 @@ std::vector<std::string> vm_v1_controllers() {
 }
 
 void vm_mount_v1(const Progress &progress) {
+  // Controllers enabled in cgroup2's root cannot move to a v1 hierarchy.
+  Layout l = detect_layout();
+  if (const Hierarchy *v2 = l.v2()) {
+    const std::string &mp = v2->mount_point;
+    for (const auto &c : cgfs::words(mp, cgfs::kSubtreeControl))
+      cgfs::write(mp, cgfs::kSubtreeControl, "-" + c);
+  }
   cgfs::make_all(kVmV1Root);
   check_sys(::mount("tmpfs", kVmV1Root, "tmpfs", 0, "mode=755"), "mount tmpfs", kVmV1Root);
+  auto deadline = Clock::now() + std::chrono::seconds(60);
   for (const auto &c : vm_v1_controllers()) {
     std::string dir = cgfs::join(kVmV1Root, c);
     cgfs::make(dir);
-    if (::mount("cgroup", dir.c_str(), "cgroup", 0, c.c_str()) < 0) {
+    // EBUSY while cgroup2 still has dying children of this controller.
+    int rc;
+    while ((rc = ::mount("cgroup", dir.c_str(), "cgroup", 0, c.c_str())) < 0 && errno == EBUSY &&
+           Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (rc < 0) {
       if (progress)
         progress(fmt::format("  note: v1 mount of {} failed ({}); left out", c,
                              std::strerror(errno)));
       ::rmdir(dir.c_str());
     }
   }
+  if (progress)
+    progress(fmt::format("  v1 hierarchies mounted under {}: {}", kVmV1Root,
+                         fmt::join(cgfs::children(kVmV1Root), " ")));
 }
 
-void vm_unmount_v1(const Progress &progress) {
-  for (const auto &c : cgfs::children(kVmV1Root)) {
-    std::string dir = cgfs::join(kVmV1Root, c);
-    ::umount2(dir.c_str(), 0);
-  }
-  check_sys(::umount2(kVmV1Root, MNT_DETACH), "umount", kVmV1Root);
-  // The controllers return to cgroup2 only once each v1 root is gone,
-  // which the kernel finishes asynchronously.
-  auto deadline = Clock::now() + std::chrono::seconds(20);
-  Layout l = detect_layout();
-  const Hierarchy *v2 = l.v2();
-  if (!v2)
-    return;
-  for (;;) {
-    auto have = cgfs::words(v2->mount_point, cgfs::kControllers);
-    bool back = std::count(have.begin(), have.end(), "cpu") &&
-                std::count(have.begin(), have.end(), "memory") &&
-                std::count(have.begin(), have.end(), "pids");
-    if (back || Clock::now() > deadline) {
-      if (progress)
-        progress(fmt::format("  cgroup2 controllers now: {}", fmt::join(have, " ")));
-      return;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+void vm_unmount_v1() {
+  for (const auto &c : cgfs::children(kVmV1Root))
+    ::umount2(cgfs::join(kVmV1Root, c).c_str(), 0);
+  ::umount2(kVmV1Root, MNT_DETACH);
 }
 
 void vm_remount_lwcg(const Progress &progress) {
@@ -269,11 +288,11 @@ void vm_remount_lwcg(const Progress &progress) {
 }
 
 int mode_rank(const std::string &m) {
-  if (m.rfind("v1", 0) == 0)
-    return 0;
   if (m == "kernel-pool")
+    return 1;
+  if (m.rfind("v1", 0) == 0)
     return 2;
-  return 1; // v2 modes and userspace-pool (v2 once v1 is gone)
+  return 0; // v2 modes and userspace-pool (v2 until v1 is mounted)
 }
 
 } // namespace
@@ -290,21 +309,18 @@ std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &
   };
   std::vector<std::string> modes = opts.modes;
   if (opts.setup_vm) {
-    // Fairness in one boot: v1 modes while the controllers are bound to
-    // v1, then cgroup2 with the same controllers, then lwcg.
+    // Fairness in one boot: cgroup2, lwcg, then v1 (see vm_mount_v1).
     std::stable_sort(modes.begin(), modes.end(),
                      [](const auto &a, const auto &b) { return mode_rank(a) < mode_rank(b); });
-    if (mode_rank(modes.front()) == 0)
-      vm_mount_v1(progress);
   }
   std::vector<LatencySummary> rows;
   std::string base = fmt::format("lcgroupctl-bench-{}", ::getpid());
-  bool v1_mounted = opts.setup_vm && mode_rank(modes.front()) == 0;
+  bool v1_mounted = false;
   for (const auto &mode : modes) {
-    if (v1_mounted && mode_rank(mode) > 0) {
-      say("setup-vm: unmounting the v1 hierarchies");
-      vm_unmount_v1(progress);
-      v1_mounted = false;
+    if (opts.setup_vm && mode_rank(mode) == 2 && !v1_mounted) {
+      say("setup-vm: moving the controllers from cgroup2 to v1 hierarchies");
+      vm_mount_v1(progress);
+      v1_mounted = true;
     }
     if (opts.setup_vm && mode == "kernel-pool")
       vm_remount_lwcg(progress);
@@ -338,13 +354,19 @@ std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &
         std::vector<double> samples;
         double wall = 0;
         for (int round = 0; round < opts.rounds; ++round) {
+          // Pool entries are made as a runtime would make them: with the
+          // sandbox limits, and (userspace pools) a parked process inside;
+          // two per worker, one for its warm-up.
           if (plan.pooled)
-            b->fill(parent, static_cast<size_t>(conc), {}, {});
-          // The same pause for every mode: the previous teardown's and the
-          // fill's deferred kernel work (css offlining, RCU callbacks) is
-          // done, as it is when a pool is filled ahead of a burst.
-          std::this_thread::sleep_for(std::chrono::milliseconds(opts.settle_ms));
-          Round r = run_round(*b, parent, limits, conc, fmt::format("c{}r{}", conc, round));
+            b->fill(parent, static_cast<size_t>(2 * conc), limits, plan.backend != "kernel-pool",
+                    {});
+          // The same pause for every mode (in run_round, after the
+          // warm-ups): the previous teardown's, the fill's and the
+          // warm-ups' deferred kernel work (css offlining, RCU callbacks,
+          // a pool refill) is done, as it is when a pool is filled ahead
+          // of a burst.
+          Round r = run_round(*b, parent, limits, conc, fmt::format("c{}r{}", conc, round),
+                              opts.settle_ms);
           for (int i = 0; i < conc; ++i)
             samples.push_back(r.setup_ms[i] + (opts.include_teardown ? r.teardown_ms[i] : 0));
           wall += r.setup_wall_s + (opts.include_teardown ? r.teardown_wall_s : 0);
@@ -366,7 +388,7 @@ std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &
       ::rmdir(t->path(base).c_str());
   }
   if (v1_mounted)
-    vm_unmount_v1(progress);
+    vm_unmount_v1();
   std::filesystem::remove_all(fmt::format("{}/{}", opts.config.state_dir, base));
   if (!opts.csv.empty()) {
     write_csv(opts.csv, rows);

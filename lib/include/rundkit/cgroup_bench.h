@@ -17,7 +17,8 @@ namespace rundkit {
 struct BenchOptions {
   // v1-per-hierarchy  mkdir in every v1 hierarchy (no pool)
   // v2-mkdir          mkdir on cgroup2 (no pool)
-  // v1-pool, v2-pool  the userspace pools
+  // v1-pool, v2-pool  the userspace pools, entries made with the limits
+  //                   and the device policy and a parked process inside
   // userspace-pool    the stock pool this machine would use (v1 where the
   //                   limit controllers are bound to v1, else v2)
   // kernel-pool       cgroup.pool of a rundkit lwcg kernel

@@ -147,6 +147,10 @@ int main(int argc, char **argv) {
       ->delimiter(',')
       ->capture_default_str();
   bench->add_option("--rounds", bo.rounds, "rounds per level")->capture_default_str();
+  bench->add_option("--op", bo.op,
+                    "setup: whole sandbox set-up (create or claim, limits, device policy, "
+                    "a process inside); create: mkdir(2) alone")
+      ->capture_default_str();
   bench->add_option("--settle-ms", bo.settle_ms, "pause before each round")
       ->capture_default_str();
   bench->add_option("--csv", bo.csv, "write the table as CSV");

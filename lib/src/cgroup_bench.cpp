@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -122,8 +123,44 @@ void read_bytes(int fd, int n) {
 // QEMU TCG those cost as much as the cgroup work itself, the same in every
 // mode).  Then all pause `settle_ms` so that the warm-ups' deferred kernel
 // work is done, and are released at once.
-Round run_round(Backend &b, const std::string &parent, const Limits &limits, int conc,
-                const std::string &tag, int settle_ms) {
+// What a worker times: a set-up and its teardown, for one sandbox name.
+// set_up returns the pid placed inside (0: none) and throws on failure.
+struct SandboxOp {
+  std::function<pid_t(const std::string &name)> set_up;
+  std::function<void(const std::string &name, pid_t pid)> tear_down;
+};
+
+// --op setup: the whole sandbox, through the backend (state, limits,
+// device policy, a process inside).
+SandboxOp whole_sandbox(Backend &b, const std::string &parent, const Limits &limits) {
+  return {[&b, parent, limits](const std::string &name) {
+            return b.claim(ClaimRequest{parent, name, limits, {}, std::nullopt, true,
+                                        std::nullopt})
+                .pid;
+          },
+          [&b](const std::string &name, pid_t pid) {
+            b.release(name);
+            if (pid)
+              ::waitpid(pid, nullptr, 0);
+          }};
+}
+
+// --op create: cgroup creation alone, mkdir(2) in every hierarchy of the
+// backend (on an lwcg kernel with a pool, the mkdir that takes a pooled
+// child): what RunD's "cgroup creation time" measures.
+SandboxOp mkdir_only(Backend &b, const std::string &parent) {
+  return {[&b, parent](const std::string &name) {
+            for (const auto &t : b.trees())
+              cgfs::make(t->path(cgfs::join(parent, name)));
+            return pid_t{0};
+          },
+          [&b, parent](const std::string &name, pid_t) {
+            for (const auto &t : b.trees())
+              cgfs::remove(t->path(cgfs::join(parent, name)));
+          }};
+}
+
+Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settle_ms) {
   void *mem = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE,
                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED)
@@ -140,14 +177,11 @@ Round run_round(Backend &b, const std::string &parent, const Limits &limits, int
     if (w == 0) {
       char c;
       std::string name = fmt::format("{}-{}", tag, i);
-      ClaimRequest req{parent, name, limits, {}, std::nullopt, true, std::nullopt};
       pid_t pid = 0;
+      bool made = false;
       try {
-        ClaimRequest warm = req;
-        warm.name = "warm-" + name;
-        pid_t warm_pid = b.claim(warm).pid;
-        b.release(warm.name);
-        ::waitpid(warm_pid, nullptr, 0);
+        std::string warm = "warm-" + name;
+        op.tear_down(warm, op.set_up(warm));
       } catch (const std::exception &e) {
         sh->failed[i] = 1;
         std::snprintf(sh->error, sizeof sh->error, "warm-up: %s", e.what());
@@ -157,7 +191,8 @@ Round run_round(Backend &b, const std::string &parent, const Limits &limits, int
       }
       auto t0 = Clock::now();
       try {
-        pid = b.claim(req).pid;
+        pid = op.set_up(name);
+        made = true;
       } catch (const std::exception &e) {
         sh->failed[i] = 1;
         std::snprintf(sh->error, sizeof sh->error, "%s", e.what());
@@ -168,14 +203,12 @@ Round run_round(Backend &b, const std::string &parent, const Limits &limits, int
       }
       t0 = Clock::now();
       try {
-        if (pid)
-          b.release(name);
+        if (made)
+          op.tear_down(name, pid);
       } catch (const std::exception &e) {
         sh->failed[i] = 1;
         std::snprintf(sh->error, sizeof sh->error, "%s", e.what());
       }
-      if (pid)
-        ::waitpid(pid, nullptr, 0);
       sh->teardown_ms[i] = ms_since(t0);
       ::_exit(0);
     }
@@ -300,6 +333,8 @@ int mode_rank(const std::string &m) {
 std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &progress) {
   if (opts.rounds < 1)
     throw InputError(fmt::format("invalid --rounds {}: at least 1", opts.rounds));
+  if (opts.op != "setup" && opts.op != "create")
+    throw InputError(fmt::format("invalid --op '{}': expected setup or create", opts.op));
   for (int c : opts.concurrency)
     if (c < 1 || c > 1024)
       throw InputError(fmt::format("invalid concurrency {}: 1 to 1024", c));
@@ -338,6 +373,12 @@ std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &
       say(fmt::format("skipping {}: {}", mode, e.what()));
       continue;
     }
+    if (opts.op == "create" && plan.pooled && plan.backend != "kernel-pool") {
+      say(fmt::format("skipping {}: --op create times mkdir(2), which a userspace pool does "
+                      "not do",
+                      mode));
+      continue;
+    }
     std::string parent = fmt::format("{}/{}", base, mode);
     say(fmt::format("{}: {} backend, {} pool, parent {}", mode, b->name(),
                     plan.pooled ? "with" : "no", parent));
@@ -365,8 +406,9 @@ std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &
           // warm-ups' deferred kernel work (css offlining, RCU callbacks,
           // a pool refill) is done, as it is when a pool is filled ahead
           // of a burst.
-          Round r = run_round(*b, parent, limits, conc, fmt::format("c{}r{}", conc, round),
-                              opts.settle_ms);
+          SandboxOp op =
+              opts.op == "create" ? mkdir_only(*b, parent) : whole_sandbox(*b, parent, limits);
+          Round r = run_round(op, conc, fmt::format("c{}r{}", conc, round), opts.settle_ms);
           for (int i = 0; i < conc; ++i)
             samples.push_back(r.setup_ms[i] + (opts.include_teardown ? r.teardown_ms[i] : 0));
           wall += r.setup_wall_s + (opts.include_teardown ? r.teardown_wall_s : 0);

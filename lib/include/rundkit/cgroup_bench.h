@@ -26,6 +26,9 @@ struct BenchOptions {
                                     "kernel-pool"};
   std::vector<int> concurrency = {1, 10, 50, 100, 200};
   int rounds = 3;
+  // setup: the whole sandbox (above); create: mkdir(2) alone, in every
+  // hierarchy of the mode (not for userspace pools, which do no mkdir).
+  std::string op = "setup";
   std::string csv;
   std::string png;
   std::string title = "lcgroupctl: sandbox cgroup set-up latency";

@@ -117,12 +117,15 @@ void read_bytes(int fd, int n) {
 
 // One worker process per concurrent set-up, as on a real node where each
 // sandbox has its own runtime process: their clone3 calls do not contend on
-// one address space, which threads of a single process would.  Each worker
-// is a warm runtime process: it does one untimed set-up and teardown first,
-// so the timed one pays no first-touch page faults of a fresh fork (under
-// QEMU TCG those cost as much as the cgroup work itself, the same in every
-// mode).  Then all pause `settle_ms` so that the warm-ups' deferred kernel
-// work is done, and are released at once.
+// one address space, which threads of a single process would.  Once all are
+// forked, they pause `settle_ms` (the previous teardown's and the fill's
+// deferred kernel work, css offlining and RCU callbacks, is done, as when a
+// pool is filled ahead of a burst) and are released at once.
+//
+// No warm-up set-up per worker: tried, its 200 teardowns right before the
+// burst left v1's asynchronous css destruction queued on cgroup_mutex
+// behind the timed renames (p99 x4), and under TCG it did not lower the
+// fork's first-touch cost measurably.
 // What a worker times: a set-up and its teardown, for one sandbox name.
 // set_up returns the pid placed inside (0: none) and throws on failure.
 struct SandboxOp {
@@ -179,13 +182,6 @@ Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settl
       std::string name = fmt::format("{}-{}", tag, i);
       pid_t pid = 0;
       bool made = false;
-      try {
-        std::string warm = "warm-" + name;
-        op.tear_down(warm, op.set_up(warm));
-      } catch (const std::exception &e) {
-        sh->failed[i] = 1;
-        std::snprintf(sh->error, sizeof sh->error, "warm-up: %s", e.what());
-      }
       write_bytes(ready[1], 1);
       while (::read(go[0], &c, 1) < 0 && errno == EINTR) {
       }
@@ -215,7 +211,7 @@ Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settl
     workers.push_back(w);
   }
   Round r;
-  read_bytes(ready[0], conc); // all forked, warm and waiting
+  read_bytes(ready[0], conc); // all forked and waiting
   std::this_thread::sleep_for(std::chrono::milliseconds(settle_ms));
   auto t0 = Clock::now();
   write_bytes(go[1], conc);
@@ -396,16 +392,10 @@ std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &
         double wall = 0;
         for (int round = 0; round < opts.rounds; ++round) {
           // Pool entries are made as a runtime would make them: with the
-          // sandbox limits, and (userspace pools) a parked process inside;
-          // two per worker, one for its warm-up.
+          // sandbox limits, and (userspace pools) a parked process inside.
+          // The same pause for every mode follows in run_round.
           if (plan.pooled)
-            b->fill(parent, static_cast<size_t>(2 * conc), limits, plan.backend != "kernel-pool",
-                    {});
-          // The same pause for every mode (in run_round, after the
-          // warm-ups): the previous teardown's, the fill's and the
-          // warm-ups' deferred kernel work (css offlining, RCU callbacks,
-          // a pool refill) is done, as it is when a pool is filled ahead
-          // of a burst.
+            b->fill(parent, static_cast<size_t>(conc), limits, plan.backend != "kernel-pool", {});
           SandboxOp op =
               opts.op == "create" ? mkdir_only(*b, parent) : whole_sandbox(*b, parent, limits);
           Round r = run_round(op, conc, fmt::format("c{}r{}", conc, round), opts.settle_ms);

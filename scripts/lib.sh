@@ -174,3 +174,64 @@ detect_accel() {
 	fi
 	cat "$cache"
 }
+
+# configure_kernel_allno OBJ SRC FRAGMENT...: OBJ/.config is allnoconfig
+# with the fragments merged in by the kernel's own merge_config.sh -n, so
+# that whatever no fragment names is n wherever Kconfig allows.  The merge
+# log goes to OBJ/merge_config.log; check the result with
+# verify_kernel_config, which merge_config.sh only warns about.
+configure_kernel_allno() {
+	local obj=$1 src=$2
+	shift 2
+	mkdir -p "$obj"
+	# This first make writes OBJ/Makefile, through which merge_config.sh's
+	# own make runs: started in OBJ, its scratch files stay out of SRC.
+	make -s -C "$src" O="$obj" allnoconfig >/dev/null
+	(cd "$obj" && "$src/scripts/kconfig/merge_config.sh" -n -O "$obj" "$@") \
+		>"$obj/merge_config.log" 2>&1 ||
+		die "merge_config.sh failed (see $obj/merge_config.log)"
+}
+
+# ensure_patched_tree SERIES_DIR TREE: TREE holds the pristine Debian source
+# with exactly SERIES_DIR/series applied (stamp: TREE/.rundkit-series), and
+# its path is printed.  The series is checked against the pristine tree
+# before anything is touched.  A new tree is a hard-linked copy of the
+# pristine one, patched, then renamed into place: patch and rsync replace a
+# file by renaming a new one over it and never write through a link, so the
+# pristine tree stays pristine.  A tree carrying another version of the
+# series is brought over file by file, so that make rebuilds only what the
+# new series touches; its stamp goes first and comes back last, so a crash
+# in between leaves a tree the next run redoes.
+ensure_patched_tree() {
+	local dir=$1 tree=$2 want pristine
+	want=$(series_id "$dir")
+	if [ -f "$tree/.rundkit-series" ] && [ "$(cat "$tree/.rundkit-series")" = "$want" ]; then
+		echo "$tree"
+		return
+	fi
+	pristine=$(ensure_distro_source)
+	check_series "$pristine" "$dir"
+	rm -rf "$tree.tmp"
+	mkdir -p "$(dirname "$tree")"
+	cp -al "$pristine" "$tree.tmp"
+	rm -f "$tree.tmp/.rundkit-pristine"
+	apply_series "$tree.tmp" "$dir"
+	if [ -d "$tree" ]; then
+		rm -f "$tree/.rundkit-series"
+		rsync -a --checksum --delete --exclude=/.rundkit-series "$tree.tmp/" "$tree/"
+		mv "$tree.tmp/.rundkit-series" "$tree/.rundkit-series"
+		rm -rf "$tree.tmp"
+	else
+		mv "$tree.tmp" "$tree"
+	fi
+	say "applied $(series_files "$dir" | wc -l) patches in $tree"
+	echo "$tree"
+}
+
+# kernel_splats LOG: print each kernel warning, BUG, lockdep or KASAN
+# report, oops or panic in the kernel log LOG, with what follows it; false
+# if there is none.  A test that passes while its kernel splats has not
+# passed.
+kernel_splats() {
+	grep -E -A25 'WARNING:|BUG:|BUG kmalloc|KASAN:|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|Kernel panic|Oops:|general protection fault' "$1"
+}

@@ -10,7 +10,8 @@ export JOBS KSRC
 CXX_BUILD := build/cxx
 
 .PHONY: help deps host-kernel host-kernel-stock host-kernel-debug selftests \
-	selftests-stock selftests-debug cxx cxx-test check demo check-series clean
+	selftests-stock selftests-debug guest-kernel guest-test cxx cxx-test check demo \
+	check-series clean
 
 help:
 	@echo "make deps               install the Debian packages rundkit needs (root)"
@@ -19,6 +20,8 @@ help:
 	@echo "make host-kernel        patched Debian 6.1 host kernel (test + debug variants)"
 	@echo "make host-kernel-stock  the same kernel without the series, for comparison"
 	@echo "make selftests          cgroup kselftests + test_lwcg on the patched kernel"
+	@echo "make guest-kernel       condensed sandbox guest kernel (vmlinux, bzImage)"
+	@echo "make guest-test         boot it on q35 and microvm, check every feature"
 	@echo "make check-series       checkpatch --strict and a build of every patch in turn"
 	@echo "make bench-guest        condensed guest kernel vs Debian cloud vs defconfig (table, chart)"
 	@echo "make cxx / cxx-test     build / test the C++ tools (lcgroupctl, reflinkfs)"
@@ -45,6 +48,12 @@ selftests-stock:
 
 selftests-debug:
 	scripts/vm-selftests debug
+
+guest-kernel:
+	scripts/build-guest-kernel
+
+guest-test: guest-kernel
+	scripts/vm-guest-kernel
 
 cxx:
 	cmake -S . -B $(CXX_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

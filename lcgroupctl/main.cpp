@@ -156,6 +156,11 @@ int main(int argc, char **argv) {
   bench->add_option("--csv", bo.csv, "write the table as CSV");
   bench->add_option("--png", bo.png, "draw latency against concurrency (gnuplot)");
   bench->add_option("--title", bo.title, "plot title");
+  std::string replot;
+  bench->add_option("--replot", replot,
+                    "only draw --png from this CSV of an earlier run (one a VM printed "
+                    "with --csv /dev/stdout, say) and exit")
+      ->check(CLI::ExistingFile);
   bench->add_flag("--include-teardown", bo.include_teardown,
                   "time set-up and teardown together (default: set-up only)");
   bench->add_flag("--setup-vm", bo.setup_vm,
@@ -170,6 +175,13 @@ int main(int argc, char **argv) {
     if (*info) {
       auto j = host_info(cfg);
       out.print(j, text_of_info(j));
+      return kExitOk;
+    }
+    if (*bench && !replot.empty()) {
+      if (bo.png.empty())
+        throw InputError("--replot needs --png (where to draw the plot)");
+      plot_latency(replot, bo.png, bo.title);
+      out.print({{"csv", replot}, {"png", bo.png}}, fmt::format("wrote {}\n", bo.png));
       return kExitOk;
     }
     if (*bench) {

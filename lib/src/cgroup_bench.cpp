@@ -89,8 +89,11 @@ struct Round {
   double setup_wall_s = 0, teardown_wall_s = 0;
 };
 
-// What worker processes report back, in shared memory.
+// What worker processes report back, in shared memory; the parent writes
+// the release instants.  steady_clock is CLOCK_MONOTONIC, one clock for
+// every process of the machine.
 struct Shared {
+  Clock::time_point go, down;
   double setup_ms[1024];
   double teardown_ms[1024];
   int failed[1024];
@@ -120,7 +123,10 @@ void read_bytes(int fd, int n) {
 // one address space, which threads of a single process would.  Once all are
 // forked, they pause `settle_ms` (the previous teardown's and the fill's
 // deferred kernel work, css offlining and RCU callbacks, is done, as when a
-// pool is filled ahead of a burst) and are released at once.
+// pool is filled ahead of a burst) and are released at once.  A sample runs
+// from that common release instant to the worker's sandbox being ready, as
+// a node sees a burst of starts: waiting for a CPU or a lock counts, and a
+// worker that wakes late is not let off.
 //
 // No warm-up set-up per worker: tried, its 200 teardowns right before the
 // burst left v1's asynchronous css destruction queued on cgroup_mutex
@@ -185,7 +191,6 @@ Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settl
       write_bytes(ready[1], 1);
       while (::read(go[0], &c, 1) < 0 && errno == EINTR) {
       }
-      auto t0 = Clock::now();
       try {
         pid = op.set_up(name);
         made = true;
@@ -193,11 +198,10 @@ Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settl
         sh->failed[i] = 1;
         std::snprintf(sh->error, sizeof sh->error, "%s", e.what());
       }
-      sh->setup_ms[i] = ms_since(t0);
+      sh->setup_ms[i] = ms_since(sh->go);
       write_bytes(ready[1], 1);
       while (::read(down[0], &c, 1) < 0 && errno == EINTR) {
       }
-      t0 = Clock::now();
       try {
         if (made)
           op.tear_down(name, pid);
@@ -205,7 +209,7 @@ Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settl
         sh->failed[i] = 1;
         std::snprintf(sh->error, sizeof sh->error, "%s", e.what());
       }
-      sh->teardown_ms[i] = ms_since(t0);
+      sh->teardown_ms[i] = ms_since(sh->down);
       ::_exit(0);
     }
     workers.push_back(w);
@@ -213,11 +217,12 @@ Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settl
   Round r;
   read_bytes(ready[0], conc); // all forked and waiting
   std::this_thread::sleep_for(std::chrono::milliseconds(settle_ms));
-  auto t0 = Clock::now();
+  sh->go = Clock::now();
   write_bytes(go[1], conc);
   read_bytes(ready[0], conc); // all set up
-  r.setup_wall_s = ms_since(t0) / 1000;
-  t0 = Clock::now();
+  r.setup_wall_s = ms_since(sh->go) / 1000;
+  sh->down = Clock::now();
+  auto t0 = sh->down;
   write_bytes(down[1], conc);
   for (pid_t w : workers)
     ::waitpid(w, nullptr, 0);

@@ -2,7 +2,8 @@
 // arrive at once.  One operation = create or claim, limits (cpu, memory,
 // pids), the OCI default device policy and one process placed inside; its
 // teardown (kill, rmdir) follows in a second burst.  Each round starts C
-// set-ups at one barrier; latency is per set-up (start-up path), teardown
+// set-ups at one barrier; a set-up's latency runs from that common release
+// to its sandbox being ready (waiting for a CPU or a lock counts); teardown
 // is timed too when asked.
 #pragma once
 

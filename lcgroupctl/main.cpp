@@ -151,6 +151,10 @@ int main(int argc, char **argv) {
                     "setup: whole sandbox set-up (create or claim, limits, device policy, "
                     "a process inside); create: mkdir(2) alone")
       ->capture_default_str();
+  bench->add_option("--from", bo.from,
+                    "release: latency from the round's common release (waiting for a CPU "
+                    "counts); start: from each worker's own start (it does not)")
+      ->capture_default_str();
   bench->add_option("--settle-ms", bo.settle_ms, "pause before each round")
       ->capture_default_str();
   bench->add_option("--csv", bo.csv, "write the table as CSV");
@@ -158,8 +162,8 @@ int main(int argc, char **argv) {
   bench->add_option("--title", bo.title, "plot title");
   std::string replot;
   bench->add_option("--replot", replot,
-                    "only draw --png from this CSV of an earlier run (one a VM printed "
-                    "with --csv /dev/stdout, say) and exit")
+                    "only draw --png from this CSV of an earlier run (one a VM printed, "
+                    "say) and exit")
       ->check(CLI::ExistingFile);
   bench->add_flag("--include-teardown", bo.include_teardown,
                   "time set-up and teardown together (default: set-up only)");

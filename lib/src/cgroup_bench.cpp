@@ -126,7 +126,9 @@ void read_bytes(int fd, int n) {
 // pool is filled ahead of a burst) and are released at once.  A sample runs
 // from that common release instant to the worker's sandbox being ready, as
 // a node sees a burst of starts: waiting for a CPU or a lock counts, and a
-// worker that wakes late is not let off.
+// worker that wakes late is not let off.  With `from_release` false it runs
+// from the worker's own start instead: lock waits count, waiting for a CPU
+// before the start does not (what a node with a free core per start sees).
 //
 // No warm-up set-up per worker: tried, its 200 teardowns right before the
 // burst left v1's asynchronous css destruction queued on cgroup_mutex
@@ -169,7 +171,8 @@ SandboxOp mkdir_only(Backend &b, const std::string &parent) {
           }};
 }
 
-Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settle_ms) {
+Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settle_ms,
+                bool from_release) {
   void *mem = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE,
                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED)
@@ -191,6 +194,7 @@ Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settl
       write_bytes(ready[1], 1);
       while (::read(go[0], &c, 1) < 0 && errno == EINTR) {
       }
+      auto t0 = from_release ? sh->go : Clock::now();
       try {
         pid = op.set_up(name);
         made = true;
@@ -198,10 +202,11 @@ Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settl
         sh->failed[i] = 1;
         std::snprintf(sh->error, sizeof sh->error, "%s", e.what());
       }
-      sh->setup_ms[i] = ms_since(sh->go);
+      sh->setup_ms[i] = ms_since(t0);
       write_bytes(ready[1], 1);
       while (::read(down[0], &c, 1) < 0 && errno == EINTR) {
       }
+      t0 = from_release ? sh->down : Clock::now();
       try {
         if (made)
           op.tear_down(name, pid);
@@ -209,7 +214,7 @@ Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settl
         sh->failed[i] = 1;
         std::snprintf(sh->error, sizeof sh->error, "%s", e.what());
       }
-      sh->teardown_ms[i] = ms_since(sh->down);
+      sh->teardown_ms[i] = ms_since(t0);
       ::_exit(0);
     }
     workers.push_back(w);
@@ -334,6 +339,8 @@ int mode_rank(const std::string &m) {
 std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &progress) {
   if (opts.rounds < 1)
     throw InputError(fmt::format("invalid --rounds {}: at least 1", opts.rounds));
+  if (opts.from != "release" && opts.from != "start")
+    throw InputError(fmt::format("invalid --from '{}': expected release or start", opts.from));
   if (opts.op != "setup" && opts.op != "create")
     throw InputError(fmt::format("invalid --op '{}': expected setup or create", opts.op));
   for (int c : opts.concurrency)
@@ -403,7 +410,8 @@ std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &
             b->fill(parent, static_cast<size_t>(conc), limits, plan.backend != "kernel-pool", {});
           SandboxOp op =
               opts.op == "create" ? mkdir_only(*b, parent) : whole_sandbox(*b, parent, limits);
-          Round r = run_round(op, conc, fmt::format("c{}r{}", conc, round), opts.settle_ms);
+          Round r = run_round(op, conc, fmt::format("c{}r{}", conc, round), opts.settle_ms,
+                              opts.from == "release");
           for (int i = 0; i < conc; ++i)
             samples.push_back(r.setup_ms[i] + (opts.include_teardown ? r.teardown_ms[i] : 0));
           wall += r.setup_wall_s + (opts.include_teardown ? r.teardown_wall_s : 0);

@@ -30,6 +30,9 @@ struct BenchOptions {
   // setup: the whole sandbox (above); create: mkdir(2) alone, in every
   // hierarchy of the mode (not for userspace pools, which do no mkdir).
   std::string op = "setup";
+  // release: latency from the common release of the round (CPU queueing
+  // counts); start: from each worker's own start (it does not).
+  std::string from = "release";
   std::string csv;
   std::string png;
   std::string title = "lcgroupctl: sandbox cgroup set-up latency";

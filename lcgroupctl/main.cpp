@@ -53,6 +53,9 @@ std::string text_of_info(const nlohmann::json &j) {
                               j["kernel_release"].get<std::string>(),
                               j["kernel_lwcg"].get<bool>() ? "yes" : "no",
                               j["state_dir"].get<std::string>());
+  if (j["state_dir_tmpfs"] == false)
+    s += "          not on tmpfs: each claim pays for its state files on disk, and records\n"
+         "          outlive a reboot that the cgroups do not (gc removes them)\n";
   for (const auto &h : j["hierarchies"])
     s += fmt::format("  {} v{} {:<28} {}{}{}\n", h["used"].get<bool>() ? "*" : " ",
                      h["version"].get<int>(), h["mount_point"].get<std::string>(),

@@ -1,9 +1,11 @@
 // The CLI as a script sees it: exit codes, JSON on stdout, errors named.
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -90,6 +92,25 @@ TEST(Cli, InfoIsReadableJson) {
   auto j = nlohmann::json::parse(r.out);
   EXPECT_TRUE(j.contains("backend"));
   EXPECT_TRUE(j["hierarchies"].is_array());
+}
+
+// The crash model assumes a tmpfs state directory; info says whether it is
+// one, looking at the nearest directory that exists.
+TEST(Cli, InfoSaysWhetherTheStateDirectoryIsOnTmpfs) {
+  if (::geteuid() != 0)
+    GTEST_SKIP() << "needs root: mounts a tmpfs";
+  char tmpl[] = "/tmp/lcgroupctl-tmpfs-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  ASSERT_EQ(::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=1m"), 0) << std::strerror(errno);
+  auto on_tmpfs = run({"--json", "--state-dir", dir + "/not/made/yet", "info"});
+  auto on_proc = run({"--state-dir", "/proc/lcgroupctl-state", "info"});
+  ::umount2(dir.c_str(), MNT_DETACH);
+  ::rmdir(dir.c_str());
+  ASSERT_EQ(on_tmpfs.code, 0) << on_tmpfs.err;
+  EXPECT_EQ(nlohmann::json::parse(on_tmpfs.out)["state_dir_tmpfs"], true) << on_tmpfs.out;
+  ASSERT_EQ(on_proc.code, 0) << on_proc.err;
+  EXPECT_NE(on_proc.out.find("not on tmpfs"), std::string::npos) << on_proc.out;
 }
 
 TEST(Cli, NotRootIsAClearFailure) {

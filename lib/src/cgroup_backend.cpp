@@ -3,6 +3,8 @@
 #include "rundkit/cgroup.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -31,6 +33,20 @@ Limits still_needed(const Limits &want, const Limits &has) {
   if (out.devices == has.devices)
     out.devices.reset();
   return out;
+}
+
+// Whether the state directory (or, before its first use, the nearest
+// directory above it) is on tmpfs, as the crash model assumes: records
+// vanish at reboot together with the cgroups they describe.
+std::optional<bool> state_dir_on_tmpfs(std::string dir) {
+  struct statfs st;
+  while (::statfs(dir.c_str(), &st) < 0) {
+    size_t slash = dir.rfind('/');
+    if (errno != ENOENT || slash == std::string::npos || dir == "/")
+      return std::nullopt;
+    dir = slash == 0 ? "/" : dir.substr(0, slash);
+  }
+  return st.f_type == TMPFS_MAGIC;
 }
 
 } // namespace
@@ -358,10 +374,12 @@ nlohmann::json host_info(const Config &cfg) {
     });
     hier.push_back(j);
   }
+  auto tmpfs = state_dir_on_tmpfs(cfg.state_dir);
   return {{"backend", backend->name()},
           {"kernel_release", u.release},
           {"kernel_lwcg", layout.kernel_lwcg},
           {"state_dir", cfg.state_dir},
+          {"state_dir_tmpfs", tmpfs ? nlohmann::json(*tmpfs) : nlohmann::json(nullptr)},
           {"hierarchies", hier}};
 }
 

@@ -233,7 +233,7 @@ ClaimRecord Backend::claim(const ClaimRequest &req) {
 
   state_.create_claim(rec); // from here on gc can find and undo everything
   try {
-    Acquired got = acquire(rec);
+    Acquired got = acquire(rec, pool);
     rec.paths = got.paths;
     // A pool entry was made with its limits: write only what differs, and
     // record what the cgroup really has.

@@ -113,11 +113,10 @@ public:
   }
 
 protected:
-  Acquired acquire(ClaimRecord &rec) override {
+  Acquired acquire(ClaimRecord &rec, const std::optional<PoolConfig> &pool) override {
     Acquired got{create_direct(rec), {}, {}};
-    auto cfg = state().read_pool(pool_ref(rec.parent));
-    if (cfg && parent_polices_devices(cfg->defaults))
-      got.has = Limits{{}, {}, {}, cfg->defaults.devices};
+    if (pool && parent_polices_devices(pool->defaults))
+      got.has = Limits{{}, {}, {}, pool->defaults.devices};
     return got;
   }
 

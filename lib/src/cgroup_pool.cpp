@@ -101,7 +101,7 @@ void UserspacePool::drain(const std::string &raw, const Progress &progress) {
   }
 }
 
-Backend::Acquired UserspacePool::acquire(ClaimRecord &rec) {
+Backend::Acquired UserspacePool::acquire(ClaimRecord &rec, const std::optional<PoolConfig> &) {
   PoolRef ref = pool_ref(rec.parent);
   if (auto entry = state().take_token(ref, rec.name)) {
     rec.hit = true;

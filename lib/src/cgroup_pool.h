@@ -35,7 +35,7 @@ public:
   static std::optional<ProcessId> maker_of(const std::string &id);
 
 protected:
-  Acquired acquire(ClaimRecord &rec) override;
+  Acquired acquire(ClaimRecord &rec, const std::optional<PoolConfig> &pool) override;
   std::vector<std::string> claim_paths(const ClaimRecord &rec) const override;
   void gc_pool(const std::string &parent, GcReport &report) override;
 

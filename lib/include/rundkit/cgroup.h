@@ -141,8 +141,9 @@ protected:
     std::optional<ProcessId> parked; // a parked process inside
   };
   // Hands out the claim's cgroups, from the pool or created directly;
-  // sets rec.hit / rec.pool_id.
-  virtual Acquired acquire(ClaimRecord &rec) = 0;
+  // sets rec.hit / rec.pool_id.  `pool` is the pool's record as the claim
+  // read it (nothing if none), so no backend reads it again.
+  virtual Acquired acquire(ClaimRecord &rec, const std::optional<PoolConfig> &pool) = 0;
   // Every directory a claim may own, including pool-entry leftovers.
   virtual std::vector<std::string> claim_paths(const ClaimRecord &rec) const;
   virtual void gc_pool(const std::string &parent, GcReport &report) {

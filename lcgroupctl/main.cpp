@@ -8,11 +8,15 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
-#include "rundkit/cli.h"
-#include "rundkit/cgroup.h"
-#include "rundkit/cgroup_bench.h"
-#include "rundkit/error.h"
+#include "bench/cgroup_bench.h"
+#include "bench/report.h"
+#include "cgroup/backend.h"
+#include "cgroup/host_info.h"
+#include "cgroup/names.h"
+#include "util/cli.h"
+#include "util/error.h"
 
 using namespace rundkit;
 

@@ -14,13 +14,13 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "rundkit/cli.h"
-#include "rundkit/error.h"
-#include "rundkit/units.h"
-#include "rundkit/image.h"
-#include "rundkit/mount.h"
-#include "rundkit/reflink.h"
-#include "rundkit/reflink_bench.h"
+#include "bench/reflink_bench.h"
+#include "storage/image.h"
+#include "storage/layer.h"
+#include "storage/rolayer.h"
+#include "util/cli.h"
+#include "util/error.h"
+#include "util/units.h"
 
 using namespace rundkit;
 using nlohmann::json;

@@ -13,7 +13,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "cgroup_fixture.h"
+#include "testing/cgroup_fixture.h"
 
 namespace {
 

@@ -15,8 +15,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "../../lib/tests/reflink_fixture.h"
-#include "rundkit/fd.h"
+#include "testing/reflink_fixture.h"
+#include "util/fd.h"
 
 using namespace rundkit;
 using namespace rundkit::reflinktest;

@@ -1,0 +1,373 @@
+#include "bench/cgroup_bench.h"
+
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <new>
+#include <thread>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "bench/report.h"
+#include "cgroup/fs.h"
+#include "testing/vm_setup.h"
+#include "util/error.h"
+
+namespace rundkit {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+struct ModePlan {
+  std::string mode;
+  std::string backend; // v1 | v2 | kernel-pool
+  bool pooled = false;
+};
+
+ModePlan plan_of(const std::string &mode, const Layout &layout) {
+  if (mode == "v1-per-hierarchy")
+    return {mode, "v1", false};
+  if (mode == "v2-mkdir")
+    return {mode, "v2", false};
+  if (mode == "v1-pool")
+    return {mode, "v1", true};
+  if (mode == "v2-pool")
+    return {mode, "v2", true};
+  if (mode == "kernel-pool")
+    return {mode, "kernel-pool", true};
+  if (mode == "userspace-pool") {
+    bool v1 = layout.v1_with("cpu") || layout.v1_with("memory") || layout.v1_with("pids");
+    return {mode, v1 ? "v1" : "v2", true};
+  }
+  throw InputError(fmt::format("unknown bench mode '{}': expected v1-per-hierarchy, v2-mkdir, "
+                               "v1-pool, v2-pool, userspace-pool or kernel-pool",
+                               mode));
+}
+
+// The sandbox every operation sets up: as much of it as this backend can
+// enforce here (and the bench says what it left out).
+Limits sandbox_limits(const Backend &b, const std::string &parent, const Progress &progress) {
+  Limits want;
+  want.cpus = 0.5;
+  want.memory_bytes = 128ULL << 20;
+  want.pids = 1024;
+  want.devices = DevicePolicy::kOciDefault;
+  Limits got;
+  std::vector<std::string> missing;
+  auto try_one = [&](Limits one, auto set, const char *what) {
+    try {
+      b.check_enforceable(parent, one);
+      set(got);
+    } catch (const Error &) {
+      missing.push_back(what);
+    }
+  };
+  try_one(Limits{want.cpus, {}, {}, {}}, [&](Limits &l) { l.cpus = want.cpus; }, "cpu");
+  try_one(Limits{{}, want.memory_bytes, {}, {}},
+          [&](Limits &l) { l.memory_bytes = want.memory_bytes; }, "memory");
+  try_one(Limits{{}, {}, want.pids, {}}, [&](Limits &l) { l.pids = want.pids; }, "pids");
+  try_one(Limits{{}, {}, {}, want.devices}, [&](Limits &l) { l.devices = want.devices; },
+          "devices");
+  if (!missing.empty() && progress)
+    progress(fmt::format("  note: {} cannot enforce {} here; those limits are left out",
+                         b.name(), fmt::join(missing, ", ")));
+  return got;
+}
+
+struct Round {
+  std::vector<double> setup_ms, teardown_ms;
+  double setup_wall_s = 0, teardown_wall_s = 0;
+};
+
+// What worker processes report back, in shared memory; the parent writes
+// the release instants.  steady_clock is CLOCK_MONOTONIC, one clock for
+// every process of the machine.
+struct Shared {
+  Clock::time_point go, down;
+  double setup_ms[1024];
+  double teardown_ms[1024];
+  int failed[1024];
+  char error[256];
+};
+
+void write_bytes(int fd, int n) {
+  std::string b(static_cast<size_t>(n), 'x');
+  check_sys(::write(fd, b.data(), b.size()), "write", "bench pipe");
+}
+
+void read_bytes(int fd, int n) {
+  char buf[1024];
+  while (n > 0) {
+    ssize_t got = ::read(fd, buf, std::min<size_t>(sizeof buf, static_cast<size_t>(n)));
+    if (got < 0 && errno == EINTR)
+      continue;
+    check_sys(got, "read", "bench pipe");
+    if (got == 0)
+      throw Error("bench workers exited early");
+    n -= static_cast<int>(got);
+  }
+}
+
+// One worker process per concurrent set-up, as on a real node where each
+// sandbox has its own runtime process: their clone3 calls do not contend on
+// one address space, which threads of a single process would.  Once all are
+// forked, they pause `settle_ms` (the previous teardown's and the fill's
+// deferred kernel work, css offlining and RCU callbacks, is done, as when a
+// pool is filled ahead of a burst) and are released at once.  A sample runs
+// from that common release instant to the worker's sandbox being ready, as
+// a node sees a burst of starts: waiting for a CPU or a lock counts, and a
+// worker that wakes late is not let off.  With `from_release` false it runs
+// from the worker's own start instead: lock waits count, waiting for a CPU
+// before the start does not (what a node with a free core per start sees).
+//
+// No warm-up set-up per worker: tried, its 200 teardowns right before the
+// burst left v1's asynchronous css destruction queued on cgroup_mutex
+// behind the timed renames (p99 x4), and under TCG it did not lower the
+// fork's first-touch cost measurably.
+// What a worker times: a set-up and its teardown, for one sandbox name.
+// set_up returns the pid placed inside (0: none) and throws on failure.
+struct SandboxOp {
+  std::function<pid_t(const std::string &name)> set_up;
+  std::function<void(const std::string &name, pid_t pid)> tear_down;
+};
+
+// --op setup: the whole sandbox, through the backend (state, limits,
+// device policy, a process inside).
+SandboxOp whole_sandbox(Backend &b, const std::string &parent, const Limits &limits) {
+  return {[&b, parent, limits](const std::string &name) {
+            return b.claim(ClaimRequest{parent, name, limits, {}, std::nullopt, true,
+                                        std::nullopt})
+                .pid;
+          },
+          [&b](const std::string &name, pid_t pid) {
+            b.release(name);
+            if (pid)
+              ::waitpid(pid, nullptr, 0);
+          }};
+}
+
+// --op create: cgroup creation alone, mkdir(2) in every hierarchy of the
+// backend (on an lwcg kernel with a pool, the mkdir that takes a pooled
+// child): what RunD's "cgroup creation time" measures.
+SandboxOp mkdir_only(Backend &b, const std::string &parent) {
+  return {[&b, parent](const std::string &name) {
+            for (const auto &t : b.trees())
+              cgfs::make(t->path(cgfs::join(parent, name)));
+            return pid_t{0};
+          },
+          [&b, parent](const std::string &name, pid_t) {
+            for (const auto &t : b.trees())
+              cgfs::remove(t->path(cgfs::join(parent, name)));
+          }};
+}
+
+Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settle_ms,
+                bool from_release) {
+  void *mem = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED)
+    throw Error("mmap", "bench results", errno);
+  auto *sh = new (mem) Shared{};
+  int go[2], ready[2], down[2];
+  check_sys(::pipe(go), "pipe", "bench");
+  check_sys(::pipe(ready), "pipe", "bench");
+  check_sys(::pipe(down), "pipe", "bench");
+  std::vector<pid_t> workers;
+  for (int i = 0; i < conc; ++i) {
+    pid_t w = ::fork();
+    check_sys(w, "fork", "bench worker");
+    if (w == 0) {
+      char c;
+      std::string name = fmt::format("{}-{}", tag, i);
+      pid_t pid = 0;
+      bool made = false;
+      write_bytes(ready[1], 1);
+      while (::read(go[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      auto t0 = from_release ? sh->go : Clock::now();
+      try {
+        pid = op.set_up(name);
+        made = true;
+      } catch (const std::exception &e) {
+        sh->failed[i] = 1;
+        std::snprintf(sh->error, sizeof sh->error, "%s", e.what());
+      }
+      sh->setup_ms[i] = ms_since(t0);
+      write_bytes(ready[1], 1);
+      while (::read(down[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      t0 = from_release ? sh->down : Clock::now();
+      try {
+        if (made)
+          op.tear_down(name, pid);
+      } catch (const std::exception &e) {
+        sh->failed[i] = 1;
+        std::snprintf(sh->error, sizeof sh->error, "%s", e.what());
+      }
+      sh->teardown_ms[i] = ms_since(t0);
+      ::_exit(0);
+    }
+    workers.push_back(w);
+  }
+  Round r;
+  read_bytes(ready[0], conc); // all forked and waiting
+  std::this_thread::sleep_for(std::chrono::milliseconds(settle_ms));
+  sh->go = Clock::now();
+  write_bytes(go[1], conc);
+  read_bytes(ready[0], conc); // all set up
+  r.setup_wall_s = ms_since(sh->go) / 1000;
+  sh->down = Clock::now();
+  auto t0 = sh->down;
+  write_bytes(down[1], conc);
+  for (pid_t w : workers)
+    ::waitpid(w, nullptr, 0);
+  r.teardown_wall_s = ms_since(t0) / 1000;
+  for (int fd : {go[0], go[1], ready[0], ready[1], down[0], down[1]})
+    ::close(fd);
+  int failed = 0;
+  for (int i = 0; i < conc; ++i) {
+    r.setup_ms.push_back(sh->setup_ms[i]);
+    r.teardown_ms.push_back(sh->teardown_ms[i]);
+    failed += sh->failed[i];
+  }
+  std::string first = sh->error;
+  ::munmap(mem, sizeof(Shared));
+  if (failed)
+    throw Error(fmt::format("{} of {} operations failed; one: {}", failed, conc, first));
+  return r;
+}
+
+int mode_rank(const std::string &m) {
+  if (m == "kernel-pool")
+    return 1;
+  if (m.rfind("v1", 0) == 0)
+    return 2;
+  return 0; // v2 modes and userspace-pool (v2 until v1 is mounted)
+}
+
+} // namespace
+
+std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &progress) {
+  if (opts.rounds < 1)
+    throw InputError(fmt::format("invalid --rounds {}: at least 1", opts.rounds));
+  if (opts.from != "release" && opts.from != "start")
+    throw InputError(fmt::format("invalid --from '{}': expected release or start", opts.from));
+  if (opts.op != "setup" && opts.op != "create")
+    throw InputError(fmt::format("invalid --op '{}': expected setup or create", opts.op));
+  for (int c : opts.concurrency)
+    if (c < 1 || c > 1024)
+      throw InputError(fmt::format("invalid concurrency {}: 1 to 1024", c));
+  auto say = [&](const std::string &s) {
+    if (progress)
+      progress(s);
+  };
+  std::vector<std::string> modes = opts.modes;
+  if (opts.setup_vm) {
+    // Fairness in one boot: cgroup2, lwcg, then v1 (see vm_mount_v1).
+    std::stable_sort(modes.begin(), modes.end(),
+                     [](const auto &a, const auto &b) { return mode_rank(a) < mode_rank(b); });
+  }
+  std::vector<LatencySummary> rows;
+  std::string base = fmt::format("lcgroupctl-bench-{}", ::getpid());
+  bool v1_mounted = false;
+  for (const auto &mode : modes) {
+    if (opts.setup_vm && mode_rank(mode) == 2 && !v1_mounted) {
+      say("setup-vm: moving the controllers from cgroup2 to v1 hierarchies");
+      vm_mount_v1(progress);
+      v1_mounted = true;
+    }
+    if (opts.setup_vm && mode == "kernel-pool")
+      vm_remount_lwcg(progress);
+    Config cfg = opts.config;
+    Layout layout = detect_layout(cfg.layout);
+    ModePlan plan = plan_of(mode, layout);
+    cfg.backend = plan.backend;
+    cfg.state_dir = fmt::format("{}/{}", opts.config.state_dir, base);
+    std::unique_ptr<Backend> b;
+    try {
+      b = make_backend(cfg, layout);
+    } catch (const InputError &) {
+      throw;
+    } catch (const Error &e) {
+      say(fmt::format("skipping {}: {}", mode, e.what()));
+      continue;
+    }
+    if (opts.op == "create" && plan.pooled && plan.backend != "kernel-pool") {
+      say(fmt::format("skipping {}: --op create times mkdir(2), which a userspace pool does "
+                      "not do",
+                      mode));
+      continue;
+    }
+    std::string parent = fmt::format("{}/{}", base, mode);
+    say(fmt::format("{}: {} backend, {} pool, parent {}", mode, b->name(),
+                    plan.pooled ? "with" : "no", parent));
+    b->create_parent(parent);
+    try {
+      Limits limits = sandbox_limits(*b, parent, progress);
+      // One untimed set-up first: loads the BPF program once, before the
+      // workers fork and inherit it.
+      ClaimRequest warm{parent, "warmup", limits, {}, std::nullopt, true, std::nullopt};
+      pid_t warm_pid = b->claim(warm).pid;
+      b->release("warmup");
+      ::waitpid(warm_pid, nullptr, 0);
+      for (int conc : opts.concurrency) {
+        std::vector<double> samples;
+        double wall = 0;
+        for (int round = 0; round < opts.rounds; ++round) {
+          // Pool entries are made as a runtime would make them: with the
+          // sandbox limits, and (userspace pools) a parked process inside.
+          // The same pause for every mode follows in run_round.
+          if (plan.pooled)
+            b->fill(parent, static_cast<size_t>(conc), limits, plan.backend != "kernel-pool", {});
+          SandboxOp op =
+              opts.op == "create" ? mkdir_only(*b, parent) : whole_sandbox(*b, parent, limits);
+          Round r = run_round(op, conc, fmt::format("c{}r{}", conc, round), opts.settle_ms,
+                              opts.from == "release");
+          for (int i = 0; i < conc; ++i)
+            samples.push_back(r.setup_ms[i] + (opts.include_teardown ? r.teardown_ms[i] : 0));
+          wall += r.setup_wall_s + (opts.include_teardown ? r.teardown_wall_s : 0);
+        }
+        rows.push_back(summarize(mode, conc, samples, wall));
+        const auto &s = rows.back();
+        say(fmt::format("  {:>4}-way: p50 {:.3f} ms  p99 {:.3f} ms  max {:.3f} ms  {:.0f} ops/s",
+                        conc, s.p50_ms, s.p99_ms, s.max_ms, s.throughput_per_s));
+      }
+    } catch (...) {
+      try {
+        b->remove_parent(parent);
+      } catch (const std::exception &) {
+      }
+      throw;
+    }
+    b->remove_parent(parent);
+    for (const auto &t : b->trees())
+      ::rmdir(t->path(base).c_str());
+  }
+  if (v1_mounted)
+    vm_unmount_v1();
+  std::filesystem::remove_all(fmt::format("{}/{}", opts.config.state_dir, base));
+  if (!opts.csv.empty()) {
+    write_csv(opts.csv, rows);
+    say(fmt::format("wrote {}", opts.csv));
+    if (!opts.png.empty()) {
+      plot_latency(opts.csv, opts.png, opts.title);
+      say(fmt::format("wrote {}", opts.png));
+    }
+  } else if (!opts.png.empty()) {
+    throw InputError("--png needs --csv (the plot is drawn from it)");
+  }
+  return rows;
+}
+
+} // namespace rundkit

@@ -1,0 +1,24 @@
+// How every rundkit benchmark reports its cells side by side in one run:
+// a table, JSON, CSV and a gnuplot PNG of latency against concurrency.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "bench/stats.h"
+
+namespace rundkit {
+
+std::string format_table(const std::vector<LatencySummary> &rows);
+nlohmann::json to_json(const std::vector<LatencySummary> &rows);
+void write_csv(const std::string &path, const std::vector<LatencySummary> &rows);
+
+// Draws p99 (solid) and p50 (dashed) latency against concurrency, one line
+// per mode, log-scale y, into `png` with gnuplot.  Throws rundkit::Error if
+// gnuplot is missing or fails.
+void plot_latency(const std::string &csv, const std::string &png,
+                  const std::string &title);
+
+} // namespace rundkit

@@ -1,0 +1,346 @@
+#include "cgroup/state.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "util/error.h"
+#include "util/fd.h"
+
+namespace rundkit {
+
+namespace {
+
+// One mkdir(2) when the directory exists, which is every time but the
+// first: claims call this on their start-up path.
+void mkdir_p(const std::string &path) {
+  if (::mkdir(path.c_str(), 0700) == 0 || errno == EEXIST)
+    return;
+  size_t slash = path.rfind('/');
+  if (errno != ENOENT || slash == 0 || slash == std::string::npos)
+    throw Error("mkdir", path, errno);
+  mkdir_p(path.substr(0, slash));
+  if (::mkdir(path.c_str(), 0700) < 0 && errno != EEXIST)
+    throw Error("mkdir", path, errno);
+}
+
+std::vector<std::string> list_dir(const std::string &path) {
+  std::vector<std::string> out;
+  DIR *d = ::opendir(path.c_str());
+  if (!d) {
+    if (errno == ENOENT)
+      return out;
+    throw Error("opendir", path, errno);
+  }
+  while (auto *e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..")
+      out.push_back(n);
+  }
+  ::closedir(d);
+  return out;
+}
+
+bool ends_with(const std::string &s, const std::string &suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::optional<std::string> read_if_exists(const std::string &path) {
+  try {
+    return read_file(path);
+  } catch (const Error &e) {
+    if (e.err() == ENOENT)
+      return std::nullopt;
+    throw;
+  }
+}
+
+// A take holds the token's content: the entry id is in it, or is it (old
+// bare-id tokens).
+std::string take_id(const std::string &text) {
+  if (text.empty() || text[0] != '{')
+    return text;
+  try {
+    return nlohmann::json::parse(text).at("id");
+  } catch (const nlohmann::json::exception &) {
+    return "";
+  }
+}
+
+} // namespace
+
+nlohmann::json to_json(const ClaimRecord &r) {
+  nlohmann::json j = {{"name", r.name},       {"backend", r.backend}, {"parent", r.parent},
+                      {"phase", r.phase},     {"actor", to_json(r.actor)},
+                      {"paths", r.paths},     {"pool_id", r.pool_id}, {"hit", r.hit},
+                      {"pid", r.pid},         {"limits", to_json(r.limits)}};
+  j["owner"] = r.owner ? to_json(*r.owner) : nlohmann::json(nullptr);
+  return j;
+}
+
+ClaimRecord claim_from_json(const nlohmann::json &j) {
+  ClaimRecord r;
+  r.name = j.at("name");
+  r.backend = j.at("backend");
+  r.parent = j.at("parent");
+  r.phase = j.at("phase");
+  r.actor = process_id_from_json(j.at("actor"));
+  if (!j.at("owner").is_null())
+    r.owner = process_id_from_json(j.at("owner"));
+  r.paths = j.at("paths").get<std::vector<std::string>>();
+  r.pool_id = j.at("pool_id");
+  r.hit = j.at("hit");
+  r.pid = j.at("pid");
+  r.limits = limits_from_json(j.at("limits"));
+  return r;
+}
+
+nlohmann::json to_json(const PoolEntry &e) {
+  nlohmann::json j = {{"id", e.id}, {"limits", to_json(e.limits)}};
+  j["parked"] = e.parked ? to_json(*e.parked) : nlohmann::json(nullptr);
+  return j;
+}
+
+PoolEntry pool_entry_from_text(const std::string &id, const std::string &text) {
+  PoolEntry e{id, {}, std::nullopt};
+  if (text.empty() || text[0] != '{')
+    return e;
+  try {
+    auto j = nlohmann::json::parse(text);
+    e.limits = limits_from_json(j.at("limits"));
+    if (!j.at("parked").is_null())
+      e.parked = process_id_from_json(j.at("parked"));
+  } catch (const nlohmann::json::exception &ex) {
+    throw Error(fmt::format("corrupt pool token '{}': {}", id, ex.what()));
+  }
+  return e;
+}
+
+std::string escape_key(const std::string &parent) {
+  std::string out;
+  for (char c : parent) {
+    if (c == '/' || c == '%')
+      out += fmt::format("%{:02X}", static_cast<unsigned char>(c));
+    else
+      out += c;
+  }
+  return out;
+}
+
+std::string unescape_key(const std::string &key) {
+  std::string out;
+  for (size_t i = 0; i < key.size(); ++i) {
+    if (key[i] == '%' && i + 2 < key.size()) {
+      out += static_cast<char>(std::stoi(key.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      out += key[i];
+    }
+  }
+  return out;
+}
+
+StateDir::StateDir(std::string root) : root_(std::move(root)) {}
+
+void StateDir::ensure_dirs(const PoolRef *pool) const {
+  mkdir_p(root_ + "/tmp");
+  mkdir_p(root_ + "/claims");
+  if (pool)
+    mkdir_p(pool_dir(*pool) + "/tokens");
+}
+
+std::string StateDir::claim_path(const std::string &name, const char *ext) const {
+  return fmt::format("{}/claims/{}.{}", root_, name, ext);
+}
+
+std::string StateDir::pool_dir(const PoolRef &pool) const {
+  return fmt::format("{}/pools/{}/{}", root_, pool.backend, escape_key(pool.parent));
+}
+
+std::string StateDir::stage(const std::string &data) {
+  static std::atomic<unsigned long> seq{0};
+  ensure_dirs(nullptr);
+  std::string path = fmt::format("{}/tmp/{}.{}.{}", root_, ::getpid(), ::gettid(), seq++);
+  Fd fd = Fd::open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  ssize_t n = ::write(fd.get(), data.data(), data.size());
+  check_sys(n, "write", path);
+  if (static_cast<size_t>(n) != data.size())
+    throw Error("write", path, EIO);
+  return path;
+}
+
+void StateDir::create_claim(const ClaimRecord &r) {
+  std::string tmp = stage(to_json(r).dump());
+  std::string dst = claim_path(r.name, "json");
+  // link(2), unlike rename(2), refuses to replace: the reservation.
+  int rc = ::link(tmp.c_str(), dst.c_str());
+  int err = errno;
+  ::unlink(tmp.c_str());
+  if (rc < 0) {
+    if (err == EEXIST)
+      throw Error(fmt::format("claim '{}' already exists (see {})", r.name, dst));
+    throw Error("link", dst, err);
+  }
+}
+
+void StateDir::update_claim(const ClaimRecord &r) {
+  std::string tmp = stage(to_json(r).dump());
+  std::string dst = claim_path(r.name, "json");
+  check_sys(::rename(tmp.c_str(), dst.c_str()), "rename", dst);
+}
+
+std::optional<ClaimRecord> StateDir::read_claim(const std::string &name) const {
+  auto text = read_if_exists(claim_path(name, "json"));
+  if (!text)
+    return std::nullopt;
+  try {
+    return claim_from_json(nlohmann::json::parse(*text));
+  } catch (const nlohmann::json::exception &e) {
+    throw Error(fmt::format("corrupt claim record '{}': {}", claim_path(name, "json"), e.what()));
+  }
+}
+
+void StateDir::remove_claim(const std::string &name) {
+  // The take goes first: a record without a take is still a whole claim,
+  // a take without a record would look like a leak to gc.
+  for (const char *ext : {"take", "json"}) {
+    std::string p = claim_path(name, ext);
+    if (::unlink(p.c_str()) < 0 && errno != ENOENT)
+      throw Error("unlink", p, errno);
+  }
+}
+
+std::vector<std::string> StateDir::claim_names() const {
+  std::vector<std::string> out;
+  for (const auto &f : list_dir(root_ + "/claims"))
+    if (ends_with(f, ".json"))
+      out.push_back(f.substr(0, f.size() - 5));
+  return out;
+}
+
+std::optional<PoolEntry> StateDir::take_token(const PoolRef &pool, const std::string &name) {
+  std::string dir = pool_dir(pool) + "/tokens";
+  auto toks = list_dir(dir);
+  if (toks.empty())
+    return std::nullopt;
+  ensure_dirs(nullptr);
+  // Start at a random token so that concurrent claimers spread out instead
+  // of all racing for the first directory entry.
+  size_t start = (static_cast<size_t>(::gettid()) * 2654435761u) % toks.size();
+  std::string dst = claim_path(name, "take");
+  for (size_t i = 0; i < toks.size(); ++i) {
+    const std::string &id = toks[(start + i) % toks.size()];
+    std::string src = dir + "/" + id;
+    if (::rename(src.c_str(), dst.c_str()) == 0)
+      return pool_entry_from_text(id, read_file(dst));
+    if (errno != ENOENT)
+      throw Error("rename", src, errno);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> StateDir::read_take(const std::string &name) const {
+  auto text = read_if_exists(claim_path(name, "take"));
+  if (!text)
+    return std::nullopt;
+  return take_id(*text);
+}
+
+std::vector<std::string> StateDir::taken_ids() const {
+  std::vector<std::string> out;
+  for (const auto &f : list_dir(root_ + "/claims"))
+    if (ends_with(f, ".take"))
+      if (auto text = read_if_exists(root_ + "/claims/" + f))
+        out.push_back(take_id(*text));
+  return out;
+}
+
+void StateDir::publish_token(const PoolRef &pool, const PoolEntry &entry) {
+  ensure_dirs(&pool);
+  std::string tmp = stage(to_json(entry).dump());
+  std::string dst = pool_dir(pool) + "/tokens/" + entry.id;
+  check_sys(::rename(tmp.c_str(), dst.c_str()), "rename", dst);
+}
+
+std::vector<std::string> StateDir::tokens(const PoolRef &pool) const {
+  return list_dir(pool_dir(pool) + "/tokens");
+}
+
+bool StateDir::withdraw_token(const PoolRef &pool, const std::string &id) {
+  ensure_dirs(nullptr);
+  std::string src = pool_dir(pool) + "/tokens/" + id;
+  std::string tmp = fmt::format("{}/tmp/withdrawn.{}.{}", root_, ::getpid(), id);
+  if (::rename(src.c_str(), tmp.c_str()) < 0) {
+    if (errno == ENOENT)
+      return false;
+    throw Error("rename", src, errno);
+  }
+  ::unlink(tmp.c_str());
+  return true;
+}
+
+std::optional<PoolConfig> StateDir::read_pool(const PoolRef &pool) const {
+  auto text = read_if_exists(pool_dir(pool) + "/pool.json");
+  if (!text)
+    return std::nullopt;
+  auto j = nlohmann::json::parse(*text);
+  return PoolConfig{j.at("parent"), j.at("target"), limits_from_json(j.at("defaults"))};
+}
+
+void StateDir::write_pool(const PoolRef &pool, const PoolConfig &cfg) {
+  ensure_dirs(&pool);
+  nlohmann::json j = {
+      {"parent", cfg.parent}, {"target", cfg.target}, {"defaults", to_json(cfg.defaults)}};
+  std::string tmp = stage(j.dump());
+  std::string dst = pool_dir(pool) + "/pool.json";
+  check_sys(::rename(tmp.c_str(), dst.c_str()), "rename", dst);
+}
+
+void StateDir::remove_pool(const PoolRef &pool) {
+  std::string dir = pool_dir(pool);
+  for (const auto &f : {"pool.json", "hits", "misses"}) {
+    std::string p = dir + "/" + f;
+    if (::unlink(p.c_str()) < 0 && errno != ENOENT)
+      throw Error("unlink", p, errno);
+  }
+  for (const auto &d : {dir + "/tokens", dir})
+    if (::rmdir(d.c_str()) < 0 && errno != ENOENT && errno != ENOTEMPTY)
+      throw Error("rmdir", d, errno);
+}
+
+std::vector<PoolRef> StateDir::pools() const {
+  std::vector<PoolRef> out;
+  for (const auto &backend : list_dir(root_ + "/pools"))
+    for (const auto &key : list_dir(root_ + "/pools/" + backend))
+      out.push_back(PoolRef{backend, unescape_key(key)});
+  return out;
+}
+
+void StateDir::count(const PoolRef &pool, const char *counter) {
+  ensure_dirs(&pool);
+  // O_APPEND of one byte is atomic: no lock, no lost update, and the
+  // count is the file size.
+  std::string p = pool_dir(pool) + "/" + counter;
+  Fd fd = Fd::open(p, O_WRONLY | O_APPEND | O_CREAT, 0600);
+  check_sys(::write(fd.get(), "+", 1), "write", p);
+}
+
+uint64_t StateDir::counter(const PoolRef &pool, const char *counter) const {
+  struct stat st;
+  std::string p = pool_dir(pool) + "/" + counter;
+  if (::stat(p.c_str(), &st) < 0) {
+    if (errno == ENOENT)
+      return 0;
+    throw Error("stat", p, errno);
+  }
+  return static_cast<uint64_t>(st.st_size);
+}
+
+} // namespace rundkit

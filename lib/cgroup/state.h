@@ -1,0 +1,124 @@
+// lcgroupctl's state directory (default /run/lcgroupctl): what no cgroup
+// filesystem can record for us.  Every change is one atomic step on one
+// filesystem (write a temp file, then link(2) or rename(2) it into place),
+// so a process killed at any instruction leaves either the old or the new
+// entry, never half of one, and concurrent claimers never see a torn file.
+//
+//   claims/NAME.json   the claim record: parent, phase, cgroup paths, owner
+//   claims/NAME.take   the pool entry id this claim took (lives until release)
+//   pools/BACKEND/KEY/pool.json    parent, target size, default limits
+//   pools/BACKEND/KEY/tokens/ID    one per fully configured pool entry: the
+//                                  limits it was made with and its parked
+//                                  process, if any (JSON)
+//   pools/BACKEND/KEY/hits|misses  append-only counters: size = count
+//   tmp/                           staging for the atomic steps
+//
+// No fsync: /run is tmpfs and so are the cgroups the records describe; a
+// reboot loses both together.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "cgroup/limits.h"
+#include "util/proc.h"
+
+namespace rundkit {
+
+struct ClaimRecord {
+  std::string name;
+  std::string backend;
+  std::string parent;
+  // "claiming" -> "claimed" -> "releasing"; in the first and last the
+  // actor is the lcgroupctl process doing the work, and gc finishes (tears
+  // down) the claim once that process is gone.
+  std::string phase = "claiming";
+  ProcessId actor;
+  std::optional<ProcessId> owner; // gc releases the claim when it is gone
+  std::vector<std::string> paths; // cgroup directories, one per hierarchy
+  std::string pool_id;            // userspace pool entry, when a hit
+  bool hit = false;
+  pid_t pid = 0; // process started inside, if any
+  Limits limits;
+};
+
+nlohmann::json to_json(const ClaimRecord &r);
+ClaimRecord claim_from_json(const nlohmann::json &j);
+
+struct PoolConfig {
+  std::string parent;
+  size_t target = 0;
+  Limits defaults;
+};
+
+// One pool entry as its token describes it.
+struct PoolEntry {
+  std::string id;
+  Limits limits;                   // what the entry was made with
+  std::optional<ProcessId> parked; // waiting inside for the claim's command
+};
+
+nlohmann::json to_json(const PoolEntry &e);
+// `id` is the token's name; `text` its content (a bare id before tokens
+// carried JSON).
+PoolEntry pool_entry_from_text(const std::string &id, const std::string &text);
+
+struct PoolRef {
+  std::string backend;
+  std::string parent;
+};
+
+class StateDir {
+public:
+  explicit StateDir(std::string root);
+  const std::string &root() const { return root_; }
+
+  // Reserves NAME: fails with Error(EEXIST) naming the claim if it exists.
+  void create_claim(const ClaimRecord &r);
+  void update_claim(const ClaimRecord &r);
+  std::optional<ClaimRecord> read_claim(const std::string &name) const;
+  void remove_claim(const std::string &name);
+  std::vector<std::string> claim_names() const;
+
+  // Atomically moves one published token of the pool to claims/NAME.take
+  // and returns its entry; nothing if the pool is empty.  Many claimers
+  // may race: rename(2) hands each token to exactly one.
+  std::optional<PoolEntry> take_token(const PoolRef &pool, const std::string &name);
+  // The id of the entry claim NAME took, if any.
+  std::optional<std::string> read_take(const std::string &name) const;
+  // Every pool entry id currently held by a claim.
+  std::vector<std::string> taken_ids() const;
+
+  void publish_token(const PoolRef &pool, const PoolEntry &entry);
+  std::vector<std::string> tokens(const PoolRef &pool) const;
+  // Withdraws one token (drain, gc); false if someone took it first.
+  bool withdraw_token(const PoolRef &pool, const std::string &id);
+
+  std::optional<PoolConfig> read_pool(const PoolRef &pool) const;
+  void write_pool(const PoolRef &pool, const PoolConfig &cfg);
+  void remove_pool(const PoolRef &pool);
+  std::vector<PoolRef> pools() const;
+
+  void count(const PoolRef &pool, const char *counter);
+  uint64_t counter(const PoolRef &pool, const char *counter) const;
+
+private:
+  std::string claim_path(const std::string &name, const char *ext) const;
+  std::string pool_dir(const PoolRef &pool) const;
+  std::string stage(const std::string &data); // writes a temp file, returns its path
+  void ensure_dirs(const PoolRef *pool) const;
+
+  std::string root_;
+};
+
+// The file-name form of a parent path ("a/b" -> "a%2Fb").
+std::string escape_key(const std::string &parent);
+std::string unescape_key(const std::string &key);
+
+} // namespace rundkit

@@ -1,0 +1,52 @@
+// One mounted cgroup hierarchy seen through its flavour: what differs
+// between cgroup v1 and cgroup2 when a sandbox cgroup is made, limited,
+// entered and emptied.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <set>
+#include <string>
+
+#include "cgroup/fs.h"
+#include "cgroup/layout.h"
+#include "cgroup/limits.h"
+
+namespace rundkit {
+
+// One mounted hierarchy and what its flavour (v1 or v2) knows about files.
+class Tree {
+public:
+  explicit Tree(Hierarchy h) : h_(std::move(h)) {}
+  virtual ~Tree() = default;
+  Tree(const Tree &) = delete;
+  Tree &operator=(const Tree &) = delete;
+
+  const Hierarchy &hierarchy() const { return h_; }
+  int version() const { return h_.version; }
+  std::string path(const std::string &rel) const { return cgfs::join(h_.mount_point, rel); }
+
+  // Which of "cpu", "memory", "pids", "devices" this tree enforces for
+  // children of `parent`.
+  virtual std::set<std::string> enforceable(const std::string &parent) const = 0;
+  // Why it cannot enforce `what` (for the error message).
+  virtual std::string why_not(const std::string &parent, const std::string &what) const = 0;
+  // Right after mkdir, before any process may enter (v1 cpuset needs its
+  // cpus and mems).
+  virtual void prepare(const std::string &cg) const { (void)cg; }
+  // Writes the limits this tree enforces; others are ignored.
+  virtual void apply(const std::string &cg, const Limits &l) const = 0;
+  // Moves `pid` in (v1).  A v2 tree takes its process at clone time.
+  virtual void enter(const std::string &cg, pid_t pid) const;
+  // Kills every process inside and waits until the cgroup is empty.
+  virtual void kill_all(const std::string &cg) const = 0;
+
+private:
+  Hierarchy h_;
+};
+
+std::unique_ptr<Tree> make_v1_tree(const Hierarchy &h);
+std::unique_ptr<Tree> make_v2_tree(const Hierarchy &h);
+
+} // namespace rundkit

@@ -1,0 +1,41 @@
+// What every rundkit command line shares, bpftool style: -j/--json and
+// -p/--pretty on every read; errors as {"error": "..."} on stdout in JSON
+// mode, "Error: ..." on stderr otherwise; exit codes from error.h (0 ok,
+// 1 the operation failed, 2 bad usage or bad input).
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace CLI {
+class App;
+}
+
+namespace rundkit {
+
+struct CliOutput {
+  bool json = false;
+  bool pretty = false; // implies json
+
+  // Adds -j,--json and -p,--pretty to `app`.
+  void add_flags(CLI::App &app);
+  // `j` in JSON mode, else `text` as it is.
+  void print(const nlohmann::json &j, const std::string &text) const;
+  // `j`, for callers that format their own text when `json` is off.
+  void print_json(const nlohmann::json &j) const;
+  // Prints `msg` as an error and returns `code`.
+  int fail(int code, const std::string &msg) const;
+};
+
+// Parses the command line.  Returns nothing when the command should run;
+// otherwise the exit code, after printing help (0) or the usage error (2).
+std::optional<int> parse_command_line(CLI::App &app, int argc, char **argv, CliOutput &out);
+
+// Runs `command`, turning InputError into exit code 2 and any other
+// exception into 1, both printed through `out`.
+int run_command(const CliOutput &out, const std::function<int()> &command);
+
+} // namespace rundkit

@@ -1,0 +1,68 @@
+#include "util/temp.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "util/error.h"
+
+namespace rundkit {
+
+std::string make_temp_name() {
+  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::string name = fmt::format("{}{}.", kTempPrefix, ::getpid());
+  for (int i = 0; i < 6; ++i)
+    name += kChars[rng() % (sizeof(kChars) - 1)];
+  return name;
+}
+
+std::optional<pid_t> temp_name_pid(const std::string &name) {
+  if (!name.starts_with(kTempPrefix))
+    return std::nullopt;
+  std::string rest = name.substr(std::strlen(kTempPrefix));
+  auto dot = rest.find('.');
+  if (dot == 0 || dot == std::string::npos ||
+      rest.find_first_not_of("0123456789") != dot)
+    return std::nullopt;
+  return static_cast<pid_t>(std::stol(rest.substr(0, dot)));
+}
+
+TempFile::TempFile(const Fd &dir, int flags) : dir_(dir) {
+  // O_EXCL with a random suffix: retry the rare collision, not forever.
+  for (int attempt = 0;; ++attempt) {
+    name_ = make_temp_name();
+    int fd = ::openat(dir.get(), name_.c_str(), flags | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      fd_ = Fd(fd, dir.path_of(name_));
+      return;
+    }
+    if (errno != EEXIST || attempt == 8)
+      throw Error("create", dir.path_of(name_), errno);
+  }
+}
+
+TempFile::~TempFile() {
+  if (linked_)
+    ::unlinkat(dir_.get(), name_.c_str(), 0);
+}
+
+void TempFile::commit(const std::string &final_name) {
+  check_sys(::renameat2(dir_.get(), name_.c_str(), dir_.get(), final_name.c_str(),
+                        RENAME_NOREPLACE),
+            "rename", dir_.path_of(final_name));
+  linked_ = false;
+}
+
+void TempFile::unlink_now() {
+  check_sys(::unlinkat(dir_.get(), name_.c_str(), 0), "unlink", dir_.path_of(name_));
+  linked_ = false;
+}
+
+} // namespace rundkit

@@ -1,0 +1,19 @@
+#include "util/temp.h"
+
+#include <unistd.h>
+
+#include <string>
+
+#include <gtest/gtest.h>
+
+using namespace rundkit;
+
+TEST(TempNames, CarryThePid) {
+  std::string n = make_temp_name();
+  EXPECT_EQ(n.rfind(std::string(".reflinkfs-tmp.") + std::to_string(::getpid()) + ".", 0), 0u);
+  EXPECT_EQ(temp_name_pid(n), ::getpid());
+  EXPECT_EQ(temp_name_pid(".reflinkfs-tmp.42.abcdef"), 42);
+  EXPECT_FALSE(temp_name_pid("layer.img"));
+  EXPECT_FALSE(temp_name_pid(".reflinkfs-tmp.x42.abcdef"));
+  EXPECT_FALSE(temp_name_pid(".reflinkfs-tmp..abcdef"));
+}

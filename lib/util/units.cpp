@@ -1,0 +1,47 @@
+#include "util/units.h"
+
+#include <cerrno>
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+#include "util/error.h"
+
+namespace rundkit {
+
+uint64_t parse_size(const std::string &text) {
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9')
+    ++digits;
+  std::string suffix = text.substr(digits);
+  auto bad = [&](const char *why) {
+    return InputError(fmt::format("invalid size '{}': {}", text, why));
+  };
+  if (digits == 0)
+    throw bad("expected a byte count such as 134217728 or 128M");
+  if (!suffix.empty() && (suffix.back() == 'B' || suffix.back() == 'b'))
+    suffix.pop_back();
+  if (suffix.size() == 2 && suffix[1] == 'i')
+    suffix.pop_back();
+  unsigned shift = 0;
+  if (suffix.size() == 1) {
+    switch (suffix[0]) {
+    case 'k': case 'K': shift = 10; break;
+    case 'm': case 'M': shift = 20; break;
+    case 'g': case 'G': shift = 30; break;
+    case 't': case 'T': shift = 40; break;
+    default: throw bad("unknown unit (use K, M, G or T)");
+    }
+  } else if (!suffix.empty()) {
+    throw bad("unknown unit (use K, M, G or T)");
+  }
+  errno = 0;
+  unsigned long long n = std::strtoull(text.substr(0, digits).c_str(), nullptr, 10);
+  if (errno == ERANGE || (shift && n > (~0ULL >> shift)))
+    throw bad("too large");
+  if (n == 0)
+    throw bad("must be greater than 0");
+  return static_cast<uint64_t>(n) << shift;
+}
+
+} // namespace rundkit

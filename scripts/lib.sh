@@ -167,7 +167,8 @@ detect_accel() {
 		echo tcg
 		return
 	fi
-	local cache=$RUNDKIT_BUILD/accel.$(cat /proc/sys/kernel/random/boot_id)
+	local cache
+	cache=$RUNDKIT_BUILD/accel.$(cat /proc/sys/kernel/random/boot_id)
 	if [ ! -f "$cache" ]; then
 		"$RUNDKIT_TOP/scripts/kvm-probe" >"$cache.tmp" 2>/dev/null || echo tcg >"$cache.tmp"
 		mv "$cache.tmp" "$cache"
@@ -234,4 +235,109 @@ ensure_patched_tree() {
 # passed.
 kernel_splats() {
 	grep -E -A25 'WARNING:|BUG:|BUG kmalloc|KASAN:|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|Kernel panic|Oops:|general protection fault' "$1"
+}
+
+# Build outputs that take minutes (kernels, their selftests, the stock
+# kernel's kselftest results) are cached outside the clone, the way ccache
+# caches objects: under a key of everything that determines them, so that a
+# change to any input misses and rebuilds, and a fresh clone on a machine
+# that has built the same inputs before reuses them.  RUNDKIT_CACHE moves
+# the cache; RUNDKIT_NO_CACHE=1 neither reads nor writes it.
+RUNDKIT_CACHE=${RUNDKIT_CACHE:-/var/cache/rundkit}
+
+# cache_key WORD...: a 16-hex-digit key of the WORDs.  A WORD that names an
+# existing file stands for its content; anything else for itself.  Callers
+# pass the script and function text that builds the output (declare -f), the
+# inputs' files, and the toolchain's versions.
+cache_key() {
+	local w
+	for w in "$@"; do
+		if [ -f "$w" ]; then
+			printf 'file %s\n' "${w##*/}"
+			sha256sum <"$w"
+		else
+			printf 'word %s\n' "$w"
+		fi
+	done | sha256sum | cut -c1-16
+}
+
+# toolchain_id: what the compiler and linker are, for cache keys.
+toolchain_id() {
+	printf '%s|%s' "$(gcc -dumpfullversion -dumpversion 2>/dev/null)" "$(ld --version 2>/dev/null | head -n 1)"
+}
+
+# distro_source_id: the exact Debian linux-source package the trees come from.
+distro_source_id() {
+	dpkg-query -W -f='${Package}=${Version}' "linux-source-$KERNEL_VERSION" 2>/dev/null ||
+		die "linux-source-$KERNEL_VERSION is not installed (run: make deps)"
+}
+
+# cache_fetch NAME DEST: copy the cache entry NAME into DEST (replacing what
+# DEST holds) and succeed, or fail if there is no such entry.  An entry is
+# complete or absent: cache_store renames it into place whole.
+cache_fetch() {
+	local entry=$RUNDKIT_CACHE/$1 dest=$2
+	[ -z "${RUNDKIT_NO_CACHE:-}" ] && [ -f "$entry/.complete" ] || return 1
+	mkdir -p "$dest"
+	cp -a "$entry/." "$dest/"
+	rm -f "$dest/.complete"
+}
+
+# cache_store NAME SRC...: store the files and directories SRC as the cache
+# entry NAME.  Written to a temporary entry and renamed into place, so a
+# crash or a concurrent store never leaves a partial entry; a failure to
+# write the cache (a full disk, a read-only /var) is reported, not fatal.
+cache_store() {
+	local name=$1 tmp
+	shift
+	[ -z "${RUNDKIT_NO_CACHE:-}" ] || return 0
+	mkdir -p "$RUNDKIT_CACHE" 2>/dev/null || { say "cache $RUNDKIT_CACHE not writable; not caching $name"; return 0; }
+	tmp=$(mktemp -d "$RUNDKIT_CACHE/.tmp.XXXXXX") || { say "cannot write $RUNDKIT_CACHE; not caching $name"; return 0; }
+	if cp -a "$@" "$tmp/" && touch "$tmp/.complete" && mkdir -p "$(dirname "$RUNDKIT_CACHE/$name")"; then
+		rm -rf "${RUNDKIT_CACHE:?}/$name"
+		mv "$tmp" "$RUNDKIT_CACHE/$name" && return 0
+	fi
+	rm -rf "$tmp"
+	say "could not store $name in $RUNDKIT_CACHE (disk full?); continuing without"
+}
+
+# tap_number: read result lines 'ok DESCRIPTION' / 'not ok DESCRIPTION'
+# (directives such as '# SKIP' included) on stdin and write a TAP 13
+# document with its plan first and every result numbered in order, so that
+# nothing (a VM that died, a missing result) ever lands after the plan.
+tap_number() {
+	awk '
+		/^(not )?ok / { line[++n] = $0; next }
+		NF { other[++m] = $0 }
+		END {
+			print "TAP version 13"
+			printf "1..%d\n", n
+			for (i = 1; i <= n; i++) {
+				ok = (line[i] ~ /^ok /) ? "ok" : "not ok"
+				desc = line[i]; sub(/^(not )?ok /, "", desc)
+				printf "%s %d %s\n", ok, i, desc
+			}
+			for (i = 1; i <= m; i++) print "# " other[i]
+		}'
+}
+
+# gtest_results SUFFIX: read a GoogleTest run's output on stdin and print one
+# unnumbered result line per test case (for tap_number), SUFFIX after each
+# name.  A case that started and never finished (the binary crashed or was
+# killed in it) is a failure, so a crash cannot pass for a short run.
+gtest_results() {
+	awk -v suffix="$1" '
+		/^\[ RUN      \] / { started[$4] = 1; order[++n] = $4; next }
+		/^\[       OK \] / { done[$4] = "ok"; next }
+		/^\[  SKIPPED \] [^ ]+\.[^ ]+/ { if (!($4 in done)) done[$4] = "skip"; next }
+		/^\[  FAILED  \] [^ ]+\.[^ ]+(,| \()/ { c = $4; sub(/,$/, "", c); done[c] = "fail"; next }
+		END {
+			for (i = 1; i <= n; i++) {
+				c = order[i]
+				if (done[c] == "ok") printf "ok %s %s\n", c, suffix
+				else if (done[c] == "skip") printf "ok %s %s # SKIP\n", c, suffix
+				else if (done[c] == "fail") printf "not ok %s %s\n", c, suffix
+				else printf "not ok %s %s # started, never finished (crash or kill)\n", c, suffix
+			}
+		}'
 }

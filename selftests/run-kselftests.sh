@@ -16,10 +16,12 @@ if [ -b /dev/ram0 ] && mke2fs -q /dev/ram0 && mkdir -p /mnt/scratch &&
 	cd /mnt/scratch
 	echo "# scratch filesystem: ext2 on /dev/ram0"
 fi
-# Stock tests that time CPU use or wait for reclaim flake under TCG: a
-# failing binary gets up to $RUNDKIT_RETRIES more runs and a case counts as
-# passed if any run passed it (vm-selftests marks it flaky).  test_lwcg,
-# rundkit's own test, gets no second chance.
+# A failing binary gets up to $RUNDKIT_RETRIES more runs, so that a flaky
+# case shows as flaky, with its counts, rather than as a plain failure: the
+# retries never turn a failure into a pass (vm-selftests passes a case only
+# if every run passed it, or if it is a known flake listed in
+# selftests/known-flakes with its cause).  test_lwcg, rundkit's own test,
+# gets no second run: any failure of it is a failure.
 retries=${RUNDKIT_RETRIES:-2}
 n=0
 for t in "$@"; do

@@ -9,13 +9,34 @@
 # scripts/vm-selftests turns into flat TAP.
 limit=$1
 shift
-# Page-cache tests need a disk filesystem: tmpfs reads holes as the zero
-# page and charges nothing.  Use the RAM disk when the kernel has one.
-if [ -b /dev/ram0 ] && mke2fs -q /dev/ram0 && mkdir -p /mnt/scratch &&
-	mount -t ext2 /dev/ram0 /mnt/scratch; then
-	cd /mnt/scratch
-	echo "# scratch filesystem: ext2 on /dev/ram0"
+# The environment the selftests expect of a real host, set up once:
+#  - a disk filesystem as / and as the working directory: the page-cache
+#    tests need one (tmpfs reads holes as the zero page and charges
+#    nothing), and test_kmem_basic's negative dentries are dropped at once
+#    by the initramfs (ramfs keeps no negative dentry).  The RAM disk
+#    becomes the root by chroot, with /proc, /sys (cgroupfs included) and
+#    /dev as in the VM;
+#  - cgroup2 mounted with nsdelegate, as systemd mounts it:
+#    test_cgcore_lesser_ns_open checks the namespace boundary that only
+#    nsdelegate draws.  It is mounted so again before each binary, because
+#    a test may remount cgroup2 with other options (test_lwcg does).
+if [ -z "${RUNDKIT_IN_SCRATCH_ROOT:-}" ] && [ -b /dev/ram0 ] && mke2fs -q /dev/ram0 &&
+	mkdir -p /mnt/scratch && mount -t ext2 /dev/ram0 /mnt/scratch; then
+	r=/mnt/scratch
+	mkdir -p $r/bin $r/proc $r/sys $r/dev $r/tmp
+	cp -a /bin/. $r/bin/
+	mount -t proc proc $r/proc
+	mount --rbind /sys $r/sys
+	mount --rbind /dev $r/dev
+	mount -t tmpfs tmpfs $r/tmp
+	echo "# scratch root filesystem: ext2 on /dev/ram0"
+	RUNDKIT_IN_SCRATCH_ROOT=1 exec chroot $r /bin/sh /bin/run-kselftests.sh "$limit" "$@"
 fi
+cd /
+cgroup_defaults() {
+	mount -o remount,nsdelegate /sys/fs/cgroup ||
+		echo "# could not remount cgroup2 with nsdelegate"
+}
 # A failing binary gets up to $RUNDKIT_RETRIES more runs, so that a flaky
 # case shows as flaky, with its counts, rather than as a plain failure: the
 # retries never turn a failure into a pass (vm-selftests passes a case only
@@ -29,6 +50,7 @@ for t in "$@"; do
 	attempt=0
 	while :; do
 		attempt=$((attempt + 1))
+		cgroup_defaults
 		echo "# selftest: $t attempt $attempt"
 		start=$(date +%s)
 		timeout -s KILL "$limit" "/bin/$t"

@@ -1,0 +1,474 @@
+// lib/util/process against real processes and the real cgroupfs.
+#include "util/process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+// glibc 2.36's <sys/pidfd.h> lacks __BEGIN_DECLS.
+extern "C" {
+#include <sys/pidfd.h>
+}
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <linux/magic.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include <gtest/gtest.h>
+
+#include "util/fd.h"
+
+using namespace rundkit;
+using namespace std::chrono_literals;
+
+namespace rundkit {
+void PrintTo(const ExitStatus &s, std::ostream *os) { *os << s.describe(); }
+} // namespace rundkit
+
+namespace {
+
+SpawnOptions cmd(std::vector<std::string> argv) {
+  SpawnOptions o;
+  o.argv = std::move(argv);
+  return o;
+}
+
+std::string read_all(Fd &fd) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return out;
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
+
+// True once the process behind `pidfd` has exited, waiting at most `limit`.
+bool exits_within(int pidfd, std::chrono::milliseconds limit) {
+  struct pollfd p = {pidfd, POLLIN, 0};
+  return ::poll(&p, 1, static_cast<int>(limit.count())) == 1;
+}
+
+bool proc_exists(pid_t pid) {
+  struct stat st;
+  return ::stat(("/proc/" + std::to_string(pid)).c_str(), &st) == 0;
+}
+
+} // namespace
+
+TEST(ExitStatus, Describes) {
+  EXPECT_EQ(ExitStatus::exited(0).describe(), "exited 0");
+  EXPECT_EQ(ExitStatus::exited(3).describe(), "exited 3");
+  EXPECT_EQ(ExitStatus::signalled(SIGKILL).describe(), "killed by SIGKILL");
+  EXPECT_TRUE(ExitStatus::exited(0).ok());
+  EXPECT_FALSE(ExitStatus::exited(1).ok());
+  EXPECT_FALSE(ExitStatus::signalled(SIGTERM).ok());
+  EXPECT_EQ(ExitStatus::signalled(SIGTERM).shell_code(), 128 + SIGTERM);
+}
+
+TEST(Spawn, ExitCodeAndSignal) {
+  EXPECT_EQ(spawn(cmd({"true"})).wait(), ExitStatus::exited(0));
+  EXPECT_EQ(spawn(cmd({"sh", "-c", "exit 7"})).wait(), ExitStatus::exited(7));
+  EXPECT_EQ(spawn(cmd({"sh", "-c", "kill -TERM $$"})).wait(), ExitStatus::signalled(SIGTERM));
+}
+
+TEST(Spawn, ExecFailureCarriesErrno) {
+  try {
+    spawn(cmd({"/nonexistent/rundkit-no-such-binary"}));
+    FAIL() << "spawn of a missing binary returned";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.err(), ENOENT);
+    EXPECT_STREQ(e.what(), "exec '/nonexistent/rundkit-no-such-binary': No such file or directory");
+  }
+  try {
+    spawn(cmd({"rundkit-no-such-binary-on-path"}));
+    FAIL() << "spawn of a name not on PATH returned";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.err(), ENOENT);
+    EXPECT_STREQ(e.what(), "exec 'rundkit-no-such-binary-on-path': No such file or directory");
+  }
+  // A file that exists but is not executable: the errno comes from the
+  // child's execve, through the report pipe.
+  char path[] = "/tmp/rundkit-noexec.XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  try {
+    spawn(cmd({path}));
+    FAIL() << "spawn of a non-executable file returned";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.err(), EACCES) << e.what();
+    EXPECT_EQ(e.op(), "exec");
+  }
+  ::unlink(path);
+  SpawnOptions o = cmd({"true"});
+  o.cwd = "/nonexistent-rundkit-dir";
+  try {
+    spawn(o);
+    FAIL() << "spawn into a missing cwd returned";
+  } catch (const Error &e) {
+    EXPECT_STREQ(e.what(), "chdir '/nonexistent-rundkit-dir': No such file or directory");
+  }
+}
+
+TEST(Spawn, DropKillsAndReaps) {
+  pid_t pid;
+  Fd watch;
+  {
+    Child c = spawn(cmd({"sleep", "1000"}));
+    pid = c.pid();
+    watch = Fd(::pidfd_open(pid, 0));
+    ASSERT_TRUE(watch.valid());
+    EXPECT_FALSE(c.try_wait()) << "sleep 1000 ended by itself";
+  }
+  // Dropped: killed, and reaped (no zombie: /proc/PID is gone).
+  EXPECT_TRUE(exits_within(watch.get(), 0ms));
+  EXPECT_FALSE(proc_exists(pid)) << "pid " << pid << " still in /proc (a zombie?)";
+  EXPECT_EQ(::waitpid(pid, nullptr, WNOHANG), -1);
+  EXPECT_EQ(errno, ECHILD);
+}
+
+TEST(Spawn, DetachKeepsRunning) {
+  Fd pidfd;
+  pid_t pid;
+  {
+    Child c = spawn(cmd({"sleep", "1000"}));
+    pid = c.pid();
+    pidfd = c.detach();
+  }
+  ASSERT_TRUE(pidfd.valid());
+  EXPECT_FALSE(exits_within(pidfd.get(), 0ms)) << "a detached child died with its handle";
+  EXPECT_EQ(::pidfd_send_signal(pidfd.get(), 0, nullptr, 0), 0);
+  // Still our child: end it and reap it ourselves.
+  ASSERT_EQ(::pidfd_send_signal(pidfd.get(), SIGKILL, nullptr, 0), 0);
+  siginfo_t info;
+  ASSERT_EQ(::waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &info, WEXITED), 0);
+  EXPECT_EQ(info.si_pid, pid);
+  EXPECT_EQ(info.si_code, CLD_KILLED);
+}
+
+TEST(Spawn, WaitForTimesOutThenKill) {
+  Child c = spawn(cmd({"sleep", "1000"}));
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(c.wait_for(200ms));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 200ms);
+  EXPECT_EQ(c.kill(), ExitStatus::signalled(SIGKILL));
+  EXPECT_EQ(c.status(), ExitStatus::signalled(SIGKILL));
+}
+
+TEST(Spawn, WaitForReturnsOnExit) {
+  // The child waits for our byte, so wait_for sees it running first.
+  SpawnOptions o = cmd({"sh", "-c", "read x; exit 5"});
+  o.in = Stdio::pipe();
+  Child c = spawn(o);
+  EXPECT_FALSE(c.wait_for(0ms));
+  ASSERT_EQ(::write(c.stdin_pipe().get(), "\n", 1), 1);
+  auto t0 = std::chrono::steady_clock::now();
+  auto st = c.wait_for(30s);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(*st, ExitStatus::exited(5));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+}
+
+TEST(Spawn, MovedHandleOwnsTheChild) {
+  Child a = spawn(cmd({"sleep", "1000"}));
+  Fd watch(::pidfd_open(a.pid(), 0));
+  Child b = std::move(a);
+  EXPECT_FALSE(a.valid());
+  EXPECT_TRUE(b.valid());
+  EXPECT_FALSE(exits_within(watch.get(), 0ms));
+  b = spawn(cmd({"true"})); // replaces (kills) the sleep
+  EXPECT_TRUE(exits_within(watch.get(), 0ms));
+  EXPECT_TRUE(b.wait().ok());
+}
+
+TEST(Spawn, StdioEnvAndCwd) {
+  SpawnOptions o = cmd({"sh", "-c", "echo \"$RUNDKIT_X\"; pwd; cat"});
+  o.env = std::vector<std::string>{"RUNDKIT_X=hello world"};
+  o.cwd = "/usr";
+  o.in = Stdio::pipe();
+  o.out = Stdio::pipe();
+  Child c = spawn(o);
+  ASSERT_EQ(::write(c.stdin_pipe().get(), "piped\n", 6), 6);
+  c.stdin_pipe().reset();
+  EXPECT_EQ(read_all(c.stdout_pipe()), "hello world\n/usr\npiped\n");
+  EXPECT_TRUE(c.wait().ok());
+}
+
+TEST(Spawn, OnlyStdioAndPassedFdsReachTheChild) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0); // no O_CLOEXEC: a leak would show
+  Fd rd(p[0]), wr(p[1]);
+  int leaky = ::dup(wr.get()); // also not close-on-exec
+  ASSERT_GE(leaky, 0);
+  Fd leak(leaky);
+  SpawnOptions o = cmd({"sleep", "1000"});
+  o.in = Stdio::null();
+  o.out = Stdio::pipe();
+  o.pass_fds = {{wr.get(), 5}};
+  Child c = spawn(o); // returns once the exec has happened
+  std::set<std::string> fds;
+  for (const auto &e : std::filesystem::directory_iterator("/proc/" + std::to_string(c.pid()) + "/fd"))
+    fds.insert(e.path().filename());
+  EXPECT_EQ(fds, (std::set<std::string>{"0", "1", "2", "5"}));
+  EXPECT_EQ(std::filesystem::read_symlink("/proc/" + std::to_string(c.pid()) + "/fd/5"),
+            std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(wr.get())));
+  EXPECT_EQ(std::filesystem::read_symlink("/proc/" + std::to_string(c.pid()) + "/fd/0"), "/dev/null");
+}
+
+TEST(Spawn, PassFdOntoItsOwnNumberAndSwapped) {
+  // Sources that are each other's targets: the child side must not clobber
+  // one while placing the other.
+  int a[2], b[2];
+  ASSERT_EQ(::pipe2(a, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(b, O_CLOEXEC), 0);
+  Fd ar(a[0]), aw(a[1]), br(b[0]), bw(b[1]);
+  SpawnOptions o = cmd({"sh", "-c", "echo A >&" + std::to_string(bw.get()) + "; echo B >&" +
+                                        std::to_string(aw.get())});
+  o.pass_fds = {{aw.get(), bw.get()}, {bw.get(), aw.get()}};
+  Child c = spawn(o);
+  aw.reset();
+  bw.reset();
+  EXPECT_TRUE(c.wait().ok());
+  EXPECT_EQ(read_all(ar), "A\n");
+  EXPECT_EQ(read_all(br), "B\n");
+}
+
+TEST(Spawn, NewSession) {
+  SpawnOptions o = cmd({"sleep", "1000"});
+  o.new_session = true;
+  Child c = spawn(o);
+  EXPECT_EQ(::getsid(c.pid()), c.pid());
+  Child d = spawn(cmd({"sleep", "1000"}));
+  EXPECT_EQ(::getsid(d.pid()), ::getsid(0));
+}
+
+TEST(Spawn, PdeathsigKillsTheOrphan) {
+  // A worker spawns `sleep` with PDEATHSIG and exits; the sleep must die.
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  Fd rd(p[0]), wr(p[1]);
+  Child w = fork_worker([&] {
+    SpawnOptions o = cmd({"sleep", "1000"});
+    o.pdeathsig = SIGKILL;
+    Child c = spawn(o);
+    pid_t pid = c.detach().release() >= 0 ? c.pid() : -1;
+    if (::write(wr.get(), &pid, sizeof(pid)) != sizeof(pid))
+      return 1;
+    return 0;
+  });
+  wr.reset();
+  pid_t grandchild = -1;
+  ASSERT_EQ(::read(rd.get(), &grandchild, sizeof(grandchild)),
+            static_cast<ssize_t>(sizeof(grandchild)));
+  Fd watch(::pidfd_open(grandchild, 0));
+  ASSERT_TRUE(watch.valid()) << "grandchild " << grandchild << " already gone";
+  EXPECT_TRUE(w.wait().ok());
+  EXPECT_TRUE(exits_within(watch.get(), 10000ms)) << "the orphan outlived its parent";
+}
+
+namespace {
+
+// Where cgroup2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a
+// hybrid host), from mountinfo; empty if nowhere.
+std::string cgroup2_mount() {
+  std::istringstream in(read_file("/proc/self/mountinfo"));
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream f(line);
+    std::string id, parent, dev, root, point;
+    f >> id >> parent >> dev >> root >> point;
+    size_t dash = line.find(" - ");
+    if (dash != std::string::npos && line.compare(dash + 3, 8, "cgroup2 ") == 0)
+      return point;
+  }
+  return {};
+}
+
+// A fresh cgroup2 directory at the cgroup2 root, removed at the end.
+class ScratchCgroup {
+public:
+  ScratchCgroup() {
+    std::string root = cgroup2_mount();
+    struct statfs fs;
+    if (root.empty() || ::statfs(root.c_str(), &fs) != 0 || fs.f_type != CGROUP2_SUPER_MAGIC)
+      return;
+    name_ = "rundkit-process-test." + std::to_string(::getpid());
+    path_ = root + "/" + name_;
+    ::rmdir(path_.c_str());
+    if (::mkdir(path_.c_str(), 0755) != 0) {
+      path_.clear();
+      return;
+    }
+    dir_ = Fd::open(path_, O_RDONLY | O_DIRECTORY);
+  }
+  ~ScratchCgroup() {
+    dir_.reset();
+    if (!path_.empty()) {
+      EXPECT_EQ(::rmdir(path_.c_str()), 0) << "rmdir " << path_ << ": " << std::strerror(errno);
+    }
+  }
+  bool ok() const { return dir_.valid(); }
+  const Fd &dir() const { return dir_; }
+  const std::string &name() const { return name_; }
+  const std::string &path() const { return path_; }
+
+private:
+  std::string name_, path_;
+  Fd dir_;
+};
+
+} // namespace
+
+TEST(Spawn, IntoCgroup) {
+  ScratchCgroup cg;
+  if (!cg.ok())
+    GTEST_SKIP() << "no writable cgroup2 mount";
+  SpawnOptions o = cmd({"grep", "^0::", "/proc/self/cgroup"});
+  o.cgroup = &cg.dir();
+  o.out = Stdio::pipe();
+  Child c = spawn(o);
+  EXPECT_EQ(read_all(c.stdout_pipe()), "0::/" + cg.name() + "\n");
+  EXPECT_TRUE(c.wait().ok());
+  SpawnOptions s = cmd({"sleep", "1000"});
+  s.cgroup = &cg.dir();
+  Child sleeper = spawn(s);
+  EXPECT_EQ(read_file_at(cg.dir(), "cgroup.procs"), std::to_string(sleeper.pid()) + "\n");
+  sleeper.kill();
+  // A missing binary is reported the same way from inside a cgroup.
+  SpawnOptions bad = cmd({"/nonexistent/x"});
+  bad.cgroup = &cg.dir();
+  EXPECT_THROW(spawn(bad), Error);
+}
+
+TEST(Spawn, IntoCgroupFromTheFirstInstruction) {
+  // With pids.max 0 no process can be created inside, and clone3 fails
+  // itself: proof the child is created there, not moved there afterwards.
+  ScratchCgroup cg;
+  if (!cg.ok())
+    GTEST_SKIP() << "no writable cgroup2 mount";
+  if (::faccessat(cg.dir().get(), "pids.max", W_OK, 0) != 0)
+    GTEST_SKIP() << "no pids controller in cgroup2 here (bound to v1?)";
+  write_file_at(cg.dir(), "pids.max", "0");
+  SpawnOptions o = cmd({"true"});
+  o.cgroup = &cg.dir();
+  try {
+    spawn(o);
+    FAIL() << "a process was created in a cgroup with pids.max 0";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.err(), EAGAIN) << e.what();
+    EXPECT_EQ(e.path(), cg.path());
+  }
+  EXPECT_EQ(read_file_at(cg.dir(), "cgroup.procs"), "");
+}
+
+TEST(ForkWorker, ReturnsItsExitCode) {
+  Child w = fork_worker([] { return 5; });
+  EXPECT_EQ(w.wait(), ExitStatus::exited(5));
+}
+
+TEST(ForkWorker, ThrowingWorkerNeverRunsParentCode) {
+  // Parent code after fork_worker appends 'P'; a worker that unwound into
+  // it would append a second one.
+  char path[] = "/tmp/rundkit-worker.XXXXXX";
+  int f = ::mkstemp(path);
+  ASSERT_GE(f, 0);
+  Fd marks(f);
+  ::unlink(path);
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  Fd err_r(p[0]), err_w(p[1]);
+  int saved = ::dup(2);
+  ASSERT_GE(saved, 0);
+  ::dup2(err_w.get(), 2);
+  std::optional<ExitStatus> st;
+  try {
+    WorkerOptions wo;
+    wo.name = "thrower";
+    Child w = fork_worker([]() -> int { throw std::runtime_error("boom"); }, wo);
+    ::dup2(saved, 2);
+    ASSERT_EQ(::write(marks.get(), "P", 1), 1);
+    st = w.wait();
+  } catch (...) {
+    ::dup2(saved, 2);
+    ASSERT_EQ(::write(marks.get(), "X", 1), 1);
+  }
+  ::close(saved);
+  err_w.reset();
+  ASSERT_TRUE(st);
+  EXPECT_EQ(*st, ExitStatus::exited(kWorkerThrew));
+  EXPECT_EQ(read_all(err_r), "thrower: boom\n");
+  EXPECT_EQ(::pread(marks.get(), nullptr, 0, 0), 0);
+  char buf[8] = {};
+  EXPECT_EQ(::pread(marks.get(), buf, sizeof(buf), 0), 1);
+  EXPECT_STREQ(buf, "P");
+}
+
+TEST(ForkWorker, JoinsItsCgroup) {
+  ScratchCgroup cg;
+  if (!cg.ok())
+    GTEST_SKIP() << "no writable cgroup2 mount";
+  WorkerOptions wo;
+  wo.cgroup = &cg.dir();
+  std::string want = "0::/" + cg.name() + "\n";
+  Child w = fork_worker(
+      [&] { return read_file("/proc/self/cgroup").find("\n" + want) != std::string::npos ? 0 : 1; },
+      wo);
+  EXPECT_EQ(w.wait(), ExitStatus::exited(0));
+}
+
+TEST(Run, CapturesStdout) {
+  EXPECT_EQ(run_capture({"echo", "hi"}), "hi\n");
+}
+
+TEST(Run, FailureCarriesCommandStatusAndStderrTail) {
+  try {
+    run_capture({"sh", "-c", "echo out; echo first >&2; echo last line >&2; exit 3"});
+    FAIL() << "a failing command did not throw";
+  } catch (const ProcessError &e) {
+    ASSERT_TRUE(e.status());
+    EXPECT_EQ(*e.status(), ExitStatus::exited(3));
+    EXPECT_EQ(e.stderr_tail(), "first\nlast line\n");
+    EXPECT_STREQ(e.what(), "'sh -c 'echo out; echo first >&2; echo last line >&2; exit 3'' "
+                           "exited 3: first\nlast line");
+  }
+  try {
+    run_capture({"sh", "-c", "kill -KILL $$"});
+    FAIL() << "a killed command did not throw";
+  } catch (const ProcessError &e) {
+    EXPECT_EQ(*e.status(), ExitStatus::signalled(SIGKILL));
+    EXPECT_NE(std::string(e.what()).find("killed by SIGKILL"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Run, TimeoutKills) {
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    run_capture({"sleep", "1000"}, 300ms);
+    FAIL() << "sleep 1000 finished within 300 ms";
+  } catch (const ProcessError &e) {
+    EXPECT_FALSE(e.status());
+    EXPECT_NE(std::string(e.what()).find("timed out"), std::string::npos) << e.what();
+  }
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, 300ms);
+  EXPECT_LT(took, 10s);
+}
+
+TEST(Run, BothStreamsLargeNoDeadlock) {
+  RunResult r = run(cmd({"sh", "-c", "head -c 1000000 /dev/zero; head -c 1000000 /dev/zero >&2"}),
+                    60s);
+  EXPECT_TRUE(r.status.ok());
+  EXPECT_EQ(r.out.size(), 1000000u);
+  EXPECT_EQ(r.stderr_tail.size(), kStderrTailBytes);
+}

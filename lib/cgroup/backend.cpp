@@ -53,24 +53,7 @@ void Backend::create_parent(const std::string &raw) {
   for (const auto &t : trees_) {
     for (const auto &made : cgfs::make_all(t->path(parent)))
       t->prepare(made);
-    if (t->version() != 2)
-      continue;
-    // Children of PARENT can have cpu/memory/pids files only if every
-    // level from the root down delegates the controller.
-    std::string dir = t->hierarchy().mount_point;
-    std::string rest = parent;
-    for (;;) {
-      auto have = cgfs::words(dir, cgfs::kControllers);
-      auto on = cgfs::words(dir, cgfs::kSubtreeControl);
-      for (const char *c : {"cpu", "memory", "pids"})
-        if (std::count(have.begin(), have.end(), c) && !std::count(on.begin(), on.end(), c))
-          cgfs::write(dir, cgfs::kSubtreeControl, std::string("+") + c);
-      if (rest.empty())
-        break;
-      size_t slash = rest.find('/');
-      dir = cgfs::join(dir, rest.substr(0, slash));
-      rest = slash == std::string::npos ? "" : rest.substr(slash + 1);
-    }
+    t->enable_for_children(parent);
   }
 }
 
@@ -173,19 +156,16 @@ void Backend::start_process(const ClaimRequest &req, ClaimRecord &rec,
     }
     // It died meanwhile (killed, OOM): start the command the direct way.
   }
-  const Tree *v2 = nullptr;
-  std::string v2_path;
+  // Born inside the one tree that can clone into a cgroup, moved into the
+  // others while it waits at its gate.
+  std::optional<Fd> into;
+  size_t born_in = trees_.size();
+  for (size_t i = 0; i < trees_.size() && !into; ++i)
+    if ((into = trees_[i]->clone_target(rec.paths[i])))
+      born_in = i;
+  HeldChild child = spawn_held(req.command, into ? &*into : nullptr, req.output);
   for (size_t i = 0; i < trees_.size(); ++i)
-    if (trees_[i]->version() == 2) {
-      v2 = trees_[i].get();
-      v2_path = rec.paths[i];
-    }
-  Fd cg;
-  if (v2)
-    cg = Fd::open(v2_path, O_RDONLY | O_DIRECTORY);
-  HeldChild child = spawn_held(req.command, v2 ? &cg : nullptr, req.output);
-  for (size_t i = 0; i < trees_.size(); ++i)
-    if (trees_[i]->version() == 1)
+    if (i != born_in)
       trees_[i]->enter(rec.paths[i], child.pid());
   child.start();
   rec.pid = child.detach();
@@ -318,11 +298,8 @@ GcReport Backend::gc(const std::vector<std::string> &parents) {
 }
 
 std::string pick_backend(const Layout &layout) {
-  std::vector<const Hierarchy *> v1;
-  for (const char *c : {"cpu", "memory", "pids"})
-    if (auto *h = layout.v1_with(c))
-      v1.push_back(h);
-  if (!v1.empty()) {
+  if (layout.limits_on_v1()) {
+    auto v1 = layout.v1_limit_hierarchies();
     bool all_lwcg = std::all_of(v1.begin(), v1.end(), [](auto *h) { return h->lwcg(); });
     return layout.kernel_lwcg && all_lwcg ? "kernel-pool" : "v1";
   }

@@ -129,7 +129,7 @@ private:
   bool parent_polices_devices(const Limits &defaults) const {
     return defaults.devices == DevicePolicy::kOciDefault &&
            std::all_of(trees().begin(), trees().end(),
-                       [](const auto &t) { return t->version() == 2; });
+                       [](const auto &t) { return t->children_inherit_device_policy(); });
   }
 
   void require_pool_file(const std::string &parent) const {
@@ -179,9 +179,7 @@ std::unique_ptr<Backend> make_kernel_pool_backend(const Config &cfg, const Layou
     throw Error(fmt::format("the kernel-pool backend needs a rundkit kernel: no 'lwcg' line in {}",
                             cfg.layout.features));
   std::vector<std::unique_ptr<Tree>> trees;
-  // v1 when the limit controllers live there (as pick_backend decides).
-  bool v1 = layout.v1_with("cpu") || layout.v1_with("memory") || layout.v1_with("pids");
-  if (v1) {
+  if (layout.limits_on_v1()) {
     for (const auto *h : layout.v1())
       if (h->lwcg())
         trees.push_back(make_v1_tree(*h));

@@ -1,5 +1,6 @@
 #include "cgroup/layout.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -66,6 +67,20 @@ const Hierarchy *Layout::v1_with(const std::string &controller) const {
       return &h;
   return nullptr;
 }
+
+// The controllers a sandbox limit needs; devices is left out on purpose:
+// it is policed by a BPF program on cgroup2 even when bound to v1.
+constexpr const char *kLimitControllers[] = {"cpu", "memory", "pids"};
+
+std::vector<const Hierarchy *> Layout::v1_limit_hierarchies() const {
+  std::vector<const Hierarchy *> out;
+  for (const char *c : kLimitControllers)
+    if (const Hierarchy *h = v1_with(c); h && std::find(out.begin(), out.end(), h) == out.end())
+      out.push_back(h);
+  return out;
+}
+
+bool Layout::limits_on_v1() const { return !v1_limit_hierarchies().empty(); }
 
 Layout parse_mountinfo(const std::string &text) {
   Layout layout;

@@ -30,6 +30,14 @@ struct Layout {
   std::vector<const Hierarchy *> v1() const;
   // The v1 hierarchy carrying `controller`, if mounted.
   const Hierarchy *v1_with(const std::string &controller) const;
+  // The backend rule, stated once: a sandbox's cgroups are made where its
+  // limits are enforced, so in v1 as soon as any of cpu, memory or pids is
+  // bound to a v1 hierarchy (they cannot be on cgroup2 then), else on
+  // cgroup2.
+  bool limits_on_v1() const;
+  // The v1 hierarchies carrying cpu, memory or pids (empty unless
+  // limits_on_v1()).
+  std::vector<const Hierarchy *> v1_limit_hierarchies() const;
 };
 
 // Where a layout is read from: tests point these at fixtures.

@@ -6,12 +6,14 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
 #include "cgroup/fs.h"
 #include "cgroup/layout.h"
 #include "cgroup/limits.h"
+#include "util/fd.h"
 
 namespace rundkit {
 
@@ -35,10 +37,27 @@ public:
   // Right after mkdir, before any process may enter (v1 cpuset needs its
   // cpus and mems).
   virtual void prepare(const std::string &cg) const { (void)cg; }
+  // Makes the controllers this tree enforces available to children of
+  // `parent` (cgroup2 delegates them down every level; v1 has nothing to
+  // delegate).
+  virtual void enable_for_children(const std::string &parent) const { (void)parent; }
+  // The cgroup a new process is created in by CLONE_INTO_CGROUP (cgroup2),
+  // or nothing when it has to enter() after it exists (v1).
+  virtual std::optional<Fd> clone_target(const std::string &cg) const {
+    (void)cg;
+    return std::nullopt;
+  }
+  // Whether a device policy set on a parent also polices children made
+  // before it (cgroup2: a BPF program of an ancestor runs for every
+  // descendant; v1 copies the parent's list once, at the child's mkdir).
+  virtual bool children_inherit_device_policy() const = 0;
   // Writes the limits this tree enforces; others are ignored.
   virtual void apply(const std::string &cg, const Limits &l) const = 0;
-  // Moves `pid` in (v1).  A v2 tree takes its process at clone time.
-  virtual void enter(const std::string &cg, pid_t pid) const;
+  // Moves the existing process `pid` in (cgroup.procs: the same on both
+  // versions).  A child cloned into clone_target() needs no enter there.
+  void enter(const std::string &cg, pid_t pid) const {
+    cgfs::write(cg, cgfs::kProcs, std::to_string(pid));
+  }
   // Kills every process inside and waits until the cgroup is empty.
   virtual void kill_all(const std::string &cg) const = 0;
 

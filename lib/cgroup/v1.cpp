@@ -53,6 +53,8 @@ public:
     }
   }
 
+  bool children_inherit_device_policy() const override { return false; }
+
   void kill_all(const std::string &cg) const override { cgfs::kill_until_empty(cg); }
 };
 

@@ -54,6 +54,31 @@ public:
       program().attach(Fd::open(cg, O_RDONLY | O_DIRECTORY));
   }
 
+  void enable_for_children(const std::string &parent) const override {
+    // Children of PARENT can have cpu/memory/pids files only if every
+    // level from the root down delegates the controller.
+    std::string dir = hierarchy().mount_point;
+    std::string rest = parent;
+    for (;;) {
+      auto have = cgfs::words(dir, cgfs::kControllers);
+      auto on = cgfs::words(dir, cgfs::kSubtreeControl);
+      for (const char *c : {"cpu", "memory", "pids"})
+        if (std::count(have.begin(), have.end(), c) && !std::count(on.begin(), on.end(), c))
+          cgfs::write(dir, cgfs::kSubtreeControl, std::string("+") + c);
+      if (rest.empty())
+        break;
+      size_t slash = rest.find('/');
+      dir = cgfs::join(dir, rest.substr(0, slash));
+      rest = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    }
+  }
+
+  std::optional<Fd> clone_target(const std::string &cg) const override {
+    return Fd::open(cg, O_RDONLY | O_DIRECTORY);
+  }
+
+  bool children_inherit_device_policy() const override { return true; }
+
   void kill_all(const std::string &cg) const override {
     // cgroup.kill reaches tasks forked while we read cgroup.procs; the loop
     // after it only waits (and covers kernels before 5.14).

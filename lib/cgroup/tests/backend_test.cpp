@@ -3,7 +3,9 @@
 // under its own parent and removes it.
 #include "cgroup/backend.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -70,6 +72,19 @@ protected:
     return out;
   }
 
+  // The limits this backend's hierarchies offer, read from the hierarchies
+  // themselves rather than from check_enforceable (the code under test):
+  // v1 per controller, cgroup2 what its root offers (parent create
+  // delegates it down to the test parent).
+  std::set<std::string> offered_limits() const {
+    std::set<std::string> out;
+    for (const auto &t : backend_->trees())
+      for (const char *c : {"cpu", "memory", "pids"})
+        if (t->hierarchy().controllers.count(c))
+          out.insert(c);
+    return out;
+  }
+
   ClaimRequest request(const std::string &name, Limits l = {}) const {
     return ClaimRequest{parent_, name, l, {}, std::nullopt, false, std::nullopt};
   }
@@ -116,26 +131,53 @@ TEST_P(BackendTest, FilledPoolHandsOutEntriesWithTheClaimsLimits) {
   backend_->fill(parent_, 3, {}, false, {});
   EXPECT_EQ(backend_->status(parent_).available, 3u);
   Limits l = enforceable_limits();
+  // What the backend says it enforces must be what its hierarchies offer;
+  // otherwise a check_enforceable that refused everything would leave
+  // nothing below to assert.
+  std::set<std::string> offered = offered_limits();
+  EXPECT_EQ(l.cpus.has_value(), offered.count("cpu") > 0);
+  EXPECT_EQ(l.memory_bytes.has_value(), offered.count("memory") > 0);
+  EXPECT_EQ(l.pids.has_value(), offered.count("pids") > 0);
   auto r = backend_->claim(request("s1", l));
   EXPECT_TRUE(r.hit || GetParam() == "kernel-pool");
   EXPECT_EQ(backend_->status(parent_).hits, 1u);
+  std::set<std::string> checked;
+  ASSERT_EQ(r.paths.size(), backend_->trees().size());
   for (size_t i = 0; i < r.paths.size(); ++i) {
     const auto &t = *backend_->trees()[i];
     const auto &p = r.paths[i];
     bool v1 = t.version() == 1;
     const auto &c = t.hierarchy().controllers;
-    if (l.cpus && (!v1 || c.count("cpu"))) {
+    if (l.cpus && c.count("cpu")) {
       EXPECT_EQ(cgfs::read(p, v1 ? "cpu.cfs_quota_us" : "cpu.max"), v1 ? "50000" : "50000 100000");
+      checked.insert("cpu");
     }
-    if (l.memory_bytes && (!v1 || c.count("memory"))) {
+    if (l.memory_bytes && c.count("memory")) {
       EXPECT_EQ(cgfs::read(p, v1 ? "memory.limit_in_bytes" : "memory.max"), "134217728");
+      checked.insert("memory");
     }
-    if (l.pids && (!v1 || c.count("pids"))) {
+    if (l.pids && c.count("pids")) {
       EXPECT_EQ(cgfs::read(p, "pids.max"), "64");
+      checked.insert("pids");
     }
     if (v1 && c.count("devices")) {
       EXPECT_EQ(cgfs::read(p, "devices.list").find("a *:* rwm"), std::string::npos);
     }
+  }
+  EXPECT_EQ(checked, offered) << "every limit a hierarchy offers is read back from it";
+  // Where no hierarchy offers a limit (cgroup2 beside v1 controllers), the
+  // same limits must be refused, not silently dropped.
+  for (const char *what : {"cpu", "memory", "pids"}) {
+    if (offered.count(what))
+      continue;
+    Limits one;
+    if (std::string(what) == "cpu")
+      one.cpus = 0.5;
+    else if (std::string(what) == "memory")
+      one.memory_bytes = 128ULL << 20;
+    else
+      one.pids = 64;
+    EXPECT_THROW(backend_->check_enforceable(parent_, one), Error) << what;
   }
 }
 
@@ -347,15 +389,9 @@ bool eventually(const std::function<bool()> &cond) {
   return false;
 }
 
-TEST_P(BackendTest, KernelPoolRefusesToPark) {
-  if (GetParam() != "kernel-pool")
-    GTEST_SKIP() << "kernel-pool only";
-  EXPECT_THROW(backend_->fill(parent_, 1, {}, true, {}), InputError);
-}
-
 TEST_P(BackendTest, ParkedEntryExecsTheCommandWhereItWaits) {
   if (GetParam() == "kernel-pool")
-    GTEST_SKIP() << "the kernel pool cannot park (KernelPoolRefusesToPark)";
+    GTEST_SKIP() << "the kernel pool cannot park (KernelPool.RefusesToPark)";
   Limits l = enforceable_limits();
   backend_->fill(parent_, 1, l, true, {});
   std::string out = state_ + "/out";
@@ -474,3 +510,34 @@ INSTANTIATE_TEST_SUITE_P(Backends, BackendTest,
                            std::replace(n.begin(), n.end(), '-', '_');
                            return n;
                          });
+
+// The refusal comes before the kernel pool touches anything, so a fixture
+// layout (a cgroup2 mount with lwcg and the feature line, both files in a
+// temporary directory) shows it on every machine, rundkit kernel or not.
+TEST(KernelPool, RefusesToPark) {
+  std::string dir = make_temp_dir("kpool");
+  std::string cg = dir + "/cgroup2";
+  ASSERT_EQ(::mkdir(cg.c_str(), 0755), 0);
+  auto put = [](const std::string &path, const std::string &text) {
+    Fd f = Fd::open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    write_file(path, text);
+  };
+  put(cg + "/cgroup.controllers", "cpu memory pids\n");
+  put(dir + "/mountinfo", "20 1 0:20 / " + cg + " rw - cgroup2 cgroup2 rw,nsdelegate,lwcg\n");
+  put(dir + "/features", "nsdelegate\nlwcg\n");
+  Config cfg;
+  cfg.layout = LayoutSources{dir + "/mountinfo", dir + "/features"};
+  cfg.state_dir = dir + "/state";
+  cfg.backend = "kernel-pool";
+  auto backend = make_backend(cfg, detect_layout(cfg.layout));
+  ASSERT_EQ(backend->name(), "kernel-pool");
+  try {
+    backend->fill("sandboxes", 1, {}, true, {});
+    ADD_FAILURE() << "the kernel pool accepted --park";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("--park"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(cgfs::exists(cfg.state_dir)) << "refused after writing state";
+  EXPECT_FALSE(cgfs::exists(cg + "/sandboxes"));
+  std::filesystem::remove_all(dir);
+}

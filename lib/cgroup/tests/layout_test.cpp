@@ -1,6 +1,16 @@
 #include "cgroup/layout.h"
 
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include "cgroup/backend.h"
+#include "util/error.h"
+#include "util/fd.h"
 
 using namespace rundkit;
 
@@ -19,7 +29,55 @@ const char *kHybrid =
 const char *kLwcg =
     "20 1 0:20 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate,lwcg\n"
     "21 1 0:21 / /tmp/v1/cpu\\040x rw - cgroup cgroup rw,cpu,cpuacct,lwcg\n";
+// A unified host: cgroup2 only, every controller on it.
+const char *kUnified = "25 1 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+// cgroup2 with only controllers no limit needs left on v1 (what some
+// container hosts keep for old tools).
+const char *kV2WithDevicesOnV1 =
+    "25 1 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
+    "26 25 0:23 / /run/v1/devices rw - cgroup cgroup rw,devices\n"
+    "27 25 0:24 / /run/v1/systemd rw - cgroup cgroup rw,name=systemd\n";
+// Only pids on v1: enough to put the limits there.
+const char *kPidsOnV1 =
+    "25 1 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
+    "26 25 0:23 / /run/v1/pids rw - cgroup cgroup rw,pids\n";
+// cpu and cpuacct co-mounted: one hierarchy, counted once.
+const char *kCoMounted =
+    "26 1 0:23 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+    "27 1 0:24 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+    "28 1 0:25 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
 } // namespace
+
+TEST(Layout, LimitsGoToV1AsSoonAsCpuMemoryOrPidsIsBoundThere) {
+  EXPECT_TRUE(parse_mountinfo(kHybrid).limits_on_v1());
+  EXPECT_EQ(parse_mountinfo(kHybrid).v1_limit_hierarchies().size(), 3u) << "cpu, memory, pids";
+  EXPECT_FALSE(parse_mountinfo(kUnified).limits_on_v1());
+  EXPECT_FALSE(parse_mountinfo(kV2WithDevicesOnV1).limits_on_v1())
+      << "devices and name= hierarchies hold no limit";
+  EXPECT_TRUE(parse_mountinfo(kPidsOnV1).limits_on_v1());
+  Layout co_mounted = parse_mountinfo(kCoMounted); // the hierarchies point into it
+  auto co = co_mounted.v1_limit_hierarchies();
+  ASSERT_EQ(co.size(), 2u) << "cpu,cpuacct is one hierarchy";
+  EXPECT_EQ(co[0]->mount_point, "/sys/fs/cgroup/cpu,cpuacct");
+}
+
+// pick_backend, the bench's userspace-pool mode and the kernel pool's
+// choice of hierarchies all follow limits_on_v1().
+TEST(Layout, TheBackendFollowsTheRule) {
+  EXPECT_EQ(pick_backend(parse_mountinfo(kHybrid)), "v1");
+  EXPECT_EQ(pick_backend(parse_mountinfo(kUnified)), "v2");
+  EXPECT_EQ(pick_backend(parse_mountinfo(kV2WithDevicesOnV1)), "v2");
+  EXPECT_EQ(pick_backend(parse_mountinfo(kPidsOnV1)), "v1");
+  Layout lwcg = parse_mountinfo(kLwcg);
+  EXPECT_EQ(pick_backend(lwcg), "v1") << "kernel pool needs the feature line too";
+  lwcg.kernel_lwcg = true;
+  EXPECT_EQ(pick_backend(lwcg), "kernel-pool");
+  Layout v2lwcg = parse_mountinfo("20 1 0:20 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,lwcg\n");
+  v2lwcg.kernel_lwcg = true;
+  EXPECT_EQ(pick_backend(v2lwcg), "kernel-pool");
+  Layout none = parse_mountinfo("");
+  EXPECT_THROW(pick_backend(none), Error);
+}
 
 TEST(Layout, HybridHostHasOneV1HierarchyPerControllerAndCgroup2) {
   Layout l = parse_mountinfo(kHybrid);
@@ -47,8 +105,28 @@ TEST(Layout, LwcgIsAMountOptionAndAFeatureLine) {
   EXPECT_FALSE(parse_features_lwcg("nsdelegate\nlwcgx\n"));
 }
 
+// Checked against the kernel itself, not against our parser: every
+// hierarchy found is a mount point of the right cgroup magic whose st_dev
+// is the one recorded, and none is missed.
 TEST(Layout, ThisMachineIsReadFromProc) {
+  std::string mountinfo = read_file("/proc/self/mountinfo");
+  size_t cgroup_mounts = 0;
+  for (size_t pos = 0; (pos = mountinfo.find(" - cgroup", pos)) != std::string::npos; ++pos)
+    ++cgroup_mounts;
+  if (cgroup_mounts == 0)
+    GTEST_SKIP() << "no cgroup file system is mounted here";
   Layout l = detect_layout();
-  for (const auto &h : l.hierarchies)
-    EXPECT_TRUE(h.version == 1 || h.version == 2) << h.mount_point;
+  ASSERT_FALSE(l.hierarchies.empty()) << "mountinfo lists " << cgroup_mounts << " cgroup mounts";
+  EXPECT_LE(l.hierarchies.size(), cgroup_mounts);
+  for (const auto &h : l.hierarchies) {
+    struct statfs fs;
+    ASSERT_EQ(::statfs(h.mount_point.c_str(), &fs), 0) << h.mount_point;
+    EXPECT_EQ(static_cast<unsigned long>(fs.f_type),
+              h.version == 2 ? CGROUP2_SUPER_MAGIC : CGROUP_SUPER_MAGIC)
+        << h.mount_point << " version " << h.version;
+    struct stat st;
+    ASSERT_EQ(::stat(h.mount_point.c_str(), &st), 0) << h.mount_point;
+    EXPECT_EQ(h.device, fmt::format("{}:{}", major(st.st_dev), minor(st.st_dev)))
+        << h.mount_point;
+  }
 }

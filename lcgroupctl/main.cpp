@@ -86,7 +86,7 @@ int main(int argc, char **argv) {
   app.require_subcommand(1);
   CliOutput out;
   Config cfg;
-  out.add_flags(app);
+  out.add_flags(app); // first: the objects below inherit its fallthrough
   app.add_option("--backend", cfg.backend, "auto, v1, v2 or kernel-pool")->capture_default_str();
   app.add_option("--state-dir", cfg.state_dir, "where claims and pools are recorded")
       ->capture_default_str();
@@ -145,22 +145,28 @@ int main(int argc, char **argv) {
   gc->add_option("PARENT", gc_parents, "also scan these parents for pool leftovers");
 
   auto *bench = app.add_subcommand("bench", "sandbox cgroup set-up latency per mode");
-  BenchOptions bo;
+  CgroupBenchOptions bo;
   bench->add_option("--modes", bo.modes, "v1-per-hierarchy,v2-mkdir,v1-pool,v2-pool,"
                                          "userspace-pool,kernel-pool")
       ->delimiter(',')
+      ->check(CLI::IsMember(cgroup_bench_modes()))
       ->capture_default_str();
   bench->add_option("--concurrency", bo.concurrency, "concurrent set-ups per round")
       ->delimiter(',')
+      ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  bench->add_option("--rounds", bo.rounds, "rounds per level")->capture_default_str();
+  bench->add_option("--rounds", bo.rounds, "rounds per level")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   bench->add_option("--op", bo.op,
                     "setup: whole sandbox set-up (create or claim, limits, device policy, "
                     "a process inside); create: mkdir(2) alone")
+      ->check(CLI::IsMember({"setup", "create"}))
       ->capture_default_str();
   bench->add_option("--from", bo.from,
                     "release: latency from the round's common release (waiting for a CPU "
                     "counts); start: from each worker's own start (it does not)")
+      ->check(CLI::IsMember({"release", "start"}))
       ->capture_default_str();
   bench->add_option("--settle-ms", bo.settle_ms, "pause before each round")
       ->capture_default_str();
@@ -196,6 +202,7 @@ int main(int argc, char **argv) {
       return kExitOk;
     }
     if (*bench) {
+      check_cgroup_bench_options(bo); // a usage error before the privilege check
       require_root("lcgroupctl bench");
       bo.config = cfg;
       auto rows = run_bench(bo, progress);

@@ -51,8 +51,7 @@ int main(int argc, char **argv) {
                "image, read-only image layers shared by overlayfs",
                "reflinkfs"};
   app.require_subcommand(1);
-  out.add_flags(app);
-  app.fallthrough();
+  out.add_flags(app); // first: the objects below inherit its fallthrough
 
   // template create PATH --size S [--fs ext4] | template show PATH
   auto *tmpl = app.add_subcommand("template", "pre-formatted template images")->require_subcommand(1);
@@ -105,13 +104,18 @@ int main(int argc, char **argv) {
   gc->add_flag("-n,--dry-run", dry_run, "only list what would be removed");
 
   // bench [options]
-  BenchOptions bopt;
-  std::string conc_text = "1,10,50,100,200", modes_text = "reflink,volatile,qcow2,mkfs,copy";
+  ReflinkBenchOptions bopt;
   std::string bsize_text = "1G";
   auto *bench = app.add_subcommand("bench", "time getting a ready writable layer by reflink, "
                                             "qcow2 overlay, fresh mkfs and full copy");
-  bench->add_option("--concurrency", conc_text, "comma-separated levels")->capture_default_str();
-  bench->add_option("--modes", modes_text, "methods to time")->capture_default_str();
+  bench->add_option("--concurrency", bopt.concurrency, "comma-separated levels")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  bench->add_option("--modes", bopt.modes, "methods to time")
+      ->delimiter(',')
+      ->check(CLI::IsMember(reflink_bench_modes()))
+      ->capture_default_str();
   bench->add_option("--size", bsize_text, "template size")->capture_default_str();
   bench->add_option("--samples", bopt.samples, "minimum samples per cell (rounds of N)")
       ->capture_default_str();
@@ -176,13 +180,8 @@ int main(int argc, char **argv) {
           fmt::print("{} {}: {}\n", e.removed ? "removed" : "kept   ", e.name, e.reason);
       }
     } else if (*bench) {
-      try {
-        bopt.concurrency = parse_int_list(conc_text);
-        bopt.modes = parse_bench_modes(modes_text);
-        bopt.template_size = parse_size(bsize_text);
-      } catch (const Error &e) {
-        throw InputError(e.what());
-      }
+      bopt.template_size = parse_size(bsize_text);
+      check_reflink_bench_options(bopt);
       if (bopt.page_cache) {
         auto r = run_page_cache_bench(bopt);
         if (out.json)

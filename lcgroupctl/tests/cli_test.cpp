@@ -86,6 +86,61 @@ TEST(Cli, BadValuesAreNamedAndExitTwo) {
   EXPECT_NE(r.err.find("contains '/'"), std::string::npos) << r.err;
 }
 
+// --json (and -j, --pretty) and the other global options at every level:
+// before the object, between object and verb, after the verb.
+TEST(Cli, GlobalOptionsAreAcceptedAtEveryLevel) {
+  for (auto args : std::vector<std::vector<std::string>>{{"info", "--json"},
+                                                         {"--json", "info"},
+                                                         {"info", "-j"},
+                                                         {"info", "--pretty"},
+                                                         {"info", "--backend", "auto", "-j"}}) {
+    auto r = run(args);
+    ASSERT_EQ(r.code, 0) << args[0] << " " << args[1] << ": " << r.err;
+    EXPECT_TRUE(nlohmann::json::parse(r.out).contains("backend")) << r.out;
+  }
+  // A parent that does not exist: the error comes as JSON wherever --json is.
+  std::string parent = rundkit::cgtest::unique_parent("nowhere");
+  for (auto args : std::vector<std::vector<std::string>>{{"--json", "pool", "status", parent},
+                                                         {"pool", "--json", "status", parent},
+                                                         {"pool", "status", parent, "--json"},
+                                                         {"pool", "status", "-j", parent}}) {
+    auto r = run(args);
+    EXPECT_EQ(r.code, 1) << r.err;
+    ASSERT_FALSE(r.out.empty()) << args[0] << " " << args[1] << " " << args[2] << ": " << r.err;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_NE(j["error"].get<std::string>().find("does not exist"), std::string::npos) << r.out;
+  }
+  // A usage error after the verb is still reported as JSON.
+  auto usage = run({"claim", "p", "--json"});
+  EXPECT_EQ(usage.code, 2);
+  EXPECT_TRUE(nlohmann::json::parse(usage.out).contains("error")) << usage.out;
+}
+
+// Usage errors of bench are found before the first mode runs: nothing but
+// the error is printed, however early in the list the bad value sits.
+TEST(Cli, BenchUsageErrorsComeBeforeAnyWork) {
+  if (::geteuid() != 0)
+    GTEST_SKIP() << "bench needs root";
+  const std::vector<std::string> quick = {"bench", "--concurrency", "1", "--rounds", "1",
+                                          "--settle-ms", "0"};
+  auto with = [&](std::vector<std::string> more) {
+    std::vector<std::string> args = quick;
+    args.insert(args.end(), more.begin(), more.end());
+    return run(args);
+  };
+  auto mode = with({"--modes", "v2-mkdir,bogus"});
+  EXPECT_EQ(mode.code, 2);
+  EXPECT_NE(mode.err.find("bogus"), std::string::npos) << mode.err;
+  EXPECT_EQ(mode.err.find("v2-mkdir:"), std::string::npos) << "a mode ran first:\n" << mode.err;
+  auto png = with({"--modes", "v2-mkdir", "--png", "/tmp/lcgroupctl-cli.png"});
+  EXPECT_EQ(png.code, 2);
+  EXPECT_EQ(png.err, "Error: --png needs --csv (the plot is drawn from it)\n");
+  EXPECT_EQ(with({"--op", "bogus"}).code, 2);
+  EXPECT_EQ(with({"--from", "bogus"}).code, 2);
+  EXPECT_EQ(run({"bench", "--concurrency", "1,0"}).code, 2);
+  EXPECT_EQ(run({"bench", "--rounds", "0"}).code, 2);
+}
+
 TEST(Cli, InfoIsReadableJson) {
   auto r = run({"--json", "info"});
   ASSERT_EQ(r.code, 0) << r.out << r.err;

@@ -46,10 +46,8 @@ ModePlan plan_of(const std::string &mode, const Layout &layout) {
     return {mode, "v2", true};
   if (mode == "kernel-pool")
     return {mode, "kernel-pool", true};
-  if (mode == "userspace-pool") {
-    bool v1 = layout.v1_with("cpu") || layout.v1_with("memory") || layout.v1_with("pids");
-    return {mode, v1 ? "v1" : "v2", true};
-  }
+  if (mode == "userspace-pool")
+    return {mode, layout.limits_on_v1() ? "v1" : "v2", true};
   throw InputError(fmt::format("unknown bench mode '{}': expected v1-per-hierarchy, v2-mkdir, "
                                "v1-pool, v2-pool, userspace-pool or kernel-pool",
                                mode));
@@ -258,7 +256,23 @@ int mode_rank(const std::string &m) {
 
 } // namespace
 
-std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &progress) {
+const std::vector<std::string> &cgroup_bench_modes() {
+  static const std::vector<std::string> modes = {"v1-per-hierarchy", "v2-mkdir", "v1-pool",
+                                                 "v2-pool",          "userspace-pool",
+                                                 "kernel-pool"};
+  return modes;
+}
+
+void check_cgroup_bench_options(const CgroupBenchOptions &opts) {
+  const auto &known = cgroup_bench_modes();
+  for (const auto &m : opts.modes)
+    if (std::find(known.begin(), known.end(), m) == known.end())
+      throw InputError(fmt::format("unknown bench mode '{}': expected {}", m,
+                                   fmt::join(known, ", ")));
+  if (opts.modes.empty())
+    throw InputError("no bench mode given");
+  if (!opts.png.empty() && opts.csv.empty())
+    throw InputError("--png needs --csv (the plot is drawn from it)");
   if (opts.rounds < 1)
     throw InputError(fmt::format("invalid --rounds {}: at least 1", opts.rounds));
   if (opts.from != "release" && opts.from != "start")
@@ -268,6 +282,10 @@ std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &
   for (int c : opts.concurrency)
     if (c < 1 || c > 1024)
       throw InputError(fmt::format("invalid concurrency {}: 1 to 1024", c));
+}
+
+std::vector<LatencySummary> run_bench(const CgroupBenchOptions &opts, const Progress &progress) {
+  check_cgroup_bench_options(opts);
   auto say = [&](const std::string &s) {
     if (progress)
       progress(s);
@@ -364,8 +382,6 @@ std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &
       plot_latency(opts.csv, opts.png, opts.title);
       say(fmt::format("wrote {}", opts.png));
     }
-  } else if (!opts.png.empty()) {
-    throw InputError("--png needs --csv (the plot is drawn from it)");
   }
   return rows;
 }

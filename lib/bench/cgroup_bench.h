@@ -15,7 +15,7 @@
 
 namespace rundkit {
 
-struct BenchOptions {
+struct CgroupBenchOptions {
   // v1-per-hierarchy  mkdir in every v1 hierarchy (no pool)
   // v2-mkdir          mkdir on cgroup2 (no pool)
   // v1-pool, v2-pool  the userspace pools, entries made with the limits
@@ -46,7 +46,16 @@ struct BenchOptions {
   Config config;
 };
 
-// Modes that cannot run here are skipped with a note through `progress`.
-std::vector<LatencySummary> run_bench(const BenchOptions &opts, const Progress &progress);
+// Every mode lcgroupctl bench knows, in its default order of the help text.
+const std::vector<std::string> &cgroup_bench_modes();
+
+// Throws InputError for anything the command line got wrong (an unknown
+// mode, --png without --csv, a level out of range), so that nothing runs
+// before a usage error.
+void check_cgroup_bench_options(const CgroupBenchOptions &opts);
+
+// Checks the options first (check_cgroup_bench_options).  Modes that cannot
+// run here are skipped with a note through `progress`.
+std::vector<LatencySummary> run_bench(const CgroupBenchOptions &opts, const Progress &progress);
 
 } // namespace rundkit

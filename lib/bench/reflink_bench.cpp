@@ -18,6 +18,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "bench/report.h"
@@ -167,7 +168,7 @@ struct BenchFs {
   std::string template_path;
   ReflinkBenchSetup setup;
 
-  explicit BenchFs(const BenchOptions &opts) {
+  explicit BenchFs(const ReflinkBenchOptions &opts) {
     if (opts.dir.empty()) {
       std::cerr << "making a loop-mounted scratch XFS (reflink=1)...\n";
       scratch = std::make_unique<ScratchFs>("xfs", parse_size(opts.scratch_size_text));
@@ -255,38 +256,25 @@ std::string run_capture(const std::vector<std::string> &argv, int keep_fd) {
 
 } // namespace
 
-std::vector<int> parse_int_list(const std::string &text) {
-  std::vector<int> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t pos = 0;
-    int v = 0;
-    try {
-      v = std::stoi(item, &pos);
-    } catch (const std::exception &) {
-      pos = 0;
-    }
-    if (pos != item.size() || v <= 0 || v > 10000)
-      throw Error(fmt::format("invalid level '{}' in '{}': expected 1..10000", item, text));
-    out.push_back(v);
-  }
-  if (out.empty())
-    throw Error("empty --concurrency list");
-  return out;
-}
+const std::vector<std::string> &reflink_bench_modes() { return kModes; }
 
-std::vector<std::string> parse_bench_modes(const std::string &text) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (std::find(kModes.begin(), kModes.end(), item) == kModes.end())
-      throw Error(fmt::format("unknown mode '{}': expected reflink, volatile, qcow2, mkfs, copy",
-                              item));
-    out.push_back(item);
-  }
-  return out;
+void check_reflink_bench_options(const ReflinkBenchOptions &opts) {
+  for (const auto &m : opts.modes)
+    if (std::find(kModes.begin(), kModes.end(), m) == kModes.end())
+      throw InputError(fmt::format("unknown mode '{}': expected {}", m, fmt::join(kModes, ", ")));
+  if (opts.modes.empty())
+    throw InputError("no bench mode given");
+  for (int c : opts.concurrency)
+    if (c < 1 || c > 10000)
+      throw InputError(fmt::format("invalid concurrency level {}: expected 1..10000", c));
+  if (opts.concurrency.empty())
+    throw InputError("empty --concurrency list");
+  if (opts.samples < 1 || opts.copy_samples < 1)
+    throw InputError("--samples and --copy-samples must be at least 1");
+  if (!opts.png.empty() && opts.csv.empty())
+    throw InputError("--png needs --csv (the plot is drawn from it)");
+  if (opts.dir.empty())
+    parse_size(opts.scratch_size_text);
 }
 
 nlohmann::json BenchResult::to_json() const {
@@ -308,7 +296,8 @@ std::string BenchResult::format() const {
   return out;
 }
 
-BenchResult run_reflink_bench(const BenchOptions &opts) {
+BenchResult run_reflink_bench(const ReflinkBenchOptions &opts) {
+  check_reflink_bench_options(opts);
   BenchFs fs(opts);
   Template tmpl = Template::open(fs.template_path);
   BenchResult result;
@@ -348,8 +337,6 @@ BenchResult run_reflink_bench(const BenchOptions &opts) {
   if (!opts.csv.empty())
     write_csv(opts.csv, result.rows);
   if (!opts.png.empty()) {
-    if (opts.csv.empty())
-      throw Error("--png needs --csv (the plot is drawn from it)");
     plot_latency(opts.csv, opts.png,
                  fmt::format("ready writable layer, {} MiB ext4 template on XFS (reflink=1)",
                              opts.template_size >> 20));
@@ -357,7 +344,8 @@ BenchResult run_reflink_bench(const BenchOptions &opts) {
   return result;
 }
 
-nlohmann::json run_page_cache_bench(const BenchOptions &opts) {
+nlohmann::json run_page_cache_bench(const ReflinkBenchOptions &opts) {
+  check_reflink_bench_options(opts);
   BenchFs fs(opts);
   Template tmpl = Template::open(fs.template_path);
   const uint64_t work = std::min<uint64_t>(256ULL << 20, tmpl.info().size / 2);
@@ -378,7 +366,12 @@ nlohmann::json run_page_cache_bench(const BenchOptions &opts) {
         fmt::format("--direct={}", direct ? 1 : 0), "--ioengine=psync", "--bs=4k",
         fmt::format("--size={}", work), "--randrepeat=0", "--name=randwrite",
         "--rw=randwrite", "--name=randread", "--stonewall", "--rw=randread"};
-    auto fio = nlohmann::json::parse(run_capture(argv, fd));
+    nlohmann::json fio;
+    try {
+      fio = nlohmann::json::parse(run_capture(argv, fd));
+    } catch (const nlohmann::json::exception &e) {
+      throw Error(fmt::format("fio --output-format=json printed no JSON report: {}", e.what()));
+    }
     nlohmann::json after = host_cache();
     nlohmann::json run = {{"direct", direct},
                           {"before", before},

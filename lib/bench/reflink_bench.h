@@ -16,7 +16,7 @@
 
 namespace rundkit {
 
-struct BenchOptions {
+struct ReflinkBenchOptions {
   std::vector<int> concurrency{1, 10, 50, 100, 200};
   std::vector<std::string> modes{"reflink", "volatile", "qcow2", "mkfs", "copy"};
   uint64_t template_size = 1ULL << 30;
@@ -29,10 +29,13 @@ struct BenchOptions {
   bool page_cache = false;
 };
 
-// "1,10,50" -> {1, 10, 50}; throws rundkit::Error on anything else.
-std::vector<int> parse_int_list(const std::string &text);
-// Validates a comma-separated list against the known modes.
-std::vector<std::string> parse_bench_modes(const std::string &text);
+// Every method `reflinkfs bench` knows.
+const std::vector<std::string> &reflink_bench_modes();
+
+// Throws InputError for anything the command line got wrong (an unknown
+// mode, a level out of range, --png without --csv, a bad scratch size), so
+// that no scratch file system is made before a usage error.
+void check_reflink_bench_options(const ReflinkBenchOptions &opts);
 
 // What was measured: the file system, the template and the run's bounds.
 struct ReflinkBenchSetup {
@@ -60,13 +63,14 @@ struct BenchResult {
   std::string format() const;
 };
 
-// Progress goes to stderr.  Writes opts.csv / opts.png when set.
-BenchResult run_reflink_bench(const BenchOptions &opts);
+// Checks the options first (check_reflink_bench_options).  Progress goes
+// to stderr.  Writes opts.csv / opts.png when set.
+BenchResult run_reflink_bench(const ReflinkBenchOptions &opts);
 
 // fio 4k random writes then reads on a volatile layer opened without and
 // with O_DIRECT; host Cached/file pages and the layer's resident pages
 // before and after each.
-nlohmann::json run_page_cache_bench(const BenchOptions &opts);
+nlohmann::json run_page_cache_bench(const ReflinkBenchOptions &opts);
 std::string format_page_cache(const nlohmann::json &result);
 
 } // namespace rundkit

@@ -204,6 +204,10 @@ std::optional<ClaimRecord> StateDir::read_claim(const std::string &name) const {
     return claim_from_json(nlohmann::json::parse(*text));
   } catch (const nlohmann::json::exception &e) {
     throw Error(fmt::format("corrupt claim record '{}': {}", claim_path(name, "json"), e.what()));
+  } catch (const InputError &e) {
+    // A value our own parsers refuse: the file is damaged, the caller's
+    // input is not at fault (exit 1, not 2).
+    throw Error(fmt::format("corrupt claim record '{}': {}", claim_path(name, "json"), e.what()));
   }
 }
 
@@ -290,8 +294,15 @@ std::optional<PoolConfig> StateDir::read_pool(const PoolRef &pool) const {
   auto text = read_if_exists(pool_dir(pool) + "/pool.json");
   if (!text)
     return std::nullopt;
-  auto j = nlohmann::json::parse(*text);
-  return PoolConfig{j.at("parent"), j.at("target"), limits_from_json(j.at("defaults"))};
+  std::string path = pool_dir(pool) + "/pool.json";
+  try {
+    auto j = nlohmann::json::parse(*text);
+    return PoolConfig{j.at("parent"), j.at("target"), limits_from_json(j.at("defaults"))};
+  } catch (const nlohmann::json::exception &e) {
+    throw Error(fmt::format("corrupt pool record '{}': {}", path, e.what()));
+  } catch (const InputError &e) {
+    throw Error(fmt::format("corrupt pool record '{}': {}", path, e.what()));
+  }
 }
 
 void StateDir::write_pool(const PoolRef &pool, const PoolConfig &cfg) {

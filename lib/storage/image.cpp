@@ -71,13 +71,21 @@ void run_image_tool(const std::vector<std::string> &argv) {
     ssize_t n = ::read(rd.get(), buf, sizeof(buf));
     if (n < 0 && errno == EINTR)
       continue;
-    if (n <= 0)
+    if (n < 0) {
+      int err = errno; // the child is still ours to reap before we throw
+      while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
+      throw Error("read output of", argv[0], err);
+    }
+    if (n == 0)
       break;
     output.append(buf, static_cast<size_t>(n));
   }
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  pid_t reaped;
+  while ((reaped = ::waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
   }
+  check_sys(reaped, "waitpid", argv[0]);
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
     return;
   if (output.size() > 600)

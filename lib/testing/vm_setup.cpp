@@ -65,9 +65,10 @@ void vm_mount_v1(const std::function<void(const std::string &)> &progress) {
            Clock::now() < deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     if (rc < 0) {
+      int err = errno;
       if (progress)
-        progress(fmt::format("  note: v1 mount of {} failed ({}); left out", c,
-                             std::strerror(errno)));
+        progress(fmt::format("  note: v1 mount of {} on {} failed ({}); left out", c, dir,
+                             std::strerror(err)));
       ::rmdir(dir.c_str());
     }
   }
@@ -78,8 +79,9 @@ void vm_mount_v1(const std::function<void(const std::string &)> &progress) {
 
 void vm_unmount_v1() {
   for (const auto &c : cgfs::children(kVmV1Root))
-    ::umount2(cgfs::join(kVmV1Root, c).c_str(), 0);
-  ::umount2(kVmV1Root, MNT_DETACH);
+    check_sys(::umount2(cgfs::join(kVmV1Root, c).c_str(), 0), "umount",
+              cgfs::join(kVmV1Root, c));
+  check_sys(::umount2(kVmV1Root, MNT_DETACH), "umount", kVmV1Root);
 }
 
 void vm_remount_lwcg(const std::function<void(const std::string &)> &progress) {

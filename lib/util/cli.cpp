@@ -12,6 +12,7 @@ namespace rundkit {
 void CliOutput::add_flags(CLI::App &app) {
   app.add_flag("-j,--json", json, "JSON output (errors as {\"error\": ...})");
   app.add_flag("-p,--pretty", pretty, "indented JSON (implies --json)");
+  app.fallthrough();
 }
 
 void CliOutput::print(const nlohmann::json &j, const std::string &text) const {

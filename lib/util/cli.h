@@ -20,7 +20,10 @@ struct CliOutput {
   bool json = false;
   bool pretty = false; // implies json
 
-  // Adds -j,--json and -p,--pretty to `app`.
+  // Adds -j,--json and -p,--pretty to `app`, and lets every option of
+  // `app` be given after any object or verb too (`tool info --json` as well
+  // as `tool --json info`).  Call it before adding subcommands: they take
+  // that setting from their parent when they are made.
   void add_flags(CLI::App &app);
   // `j` in JSON mode, else `text` as it is.
   void print(const nlohmann::json &j, const std::string &text) const;

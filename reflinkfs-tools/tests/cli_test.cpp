@@ -8,10 +8,13 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -40,15 +43,18 @@ std::string slurp(const std::string &path) {
 Run reflinkfs(const std::vector<std::string> &args) {
   char out_path[] = "/tmp/reflinkfs-cli-out.XXXXXX", err_path[] = "/tmp/reflinkfs-cli-err.XXXXXX";
   int out = ::mkstemp(out_path), err = ::mkstemp(err_path);
+  // The build path, unless the binary under test lives elsewhere.
+  const char *env_bin = std::getenv("REFLINKFS_BIN");
+  const char *bin = env_bin ? env_bin : REFLINKFS_BIN;
   pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(out, 1);
     ::dup2(err, 2);
-    std::vector<char *> argv{const_cast<char *>(REFLINKFS_BIN)};
+    std::vector<char *> argv{const_cast<char *>(bin)};
     for (const auto &a : args)
       argv.push_back(const_cast<char *>(a.c_str()));
     argv.push_back(nullptr);
-    ::execv(REFLINKFS_BIN, argv.data());
+    ::execv(bin, argv.data());
     ::_exit(127);
   }
   int st = 0;
@@ -74,6 +80,51 @@ TEST(ReflinkfsCli, UsageErrorsExitTwo) {
   auto j = reflinkfs({"--json", "layer"});
   EXPECT_EQ(j.status, 2);
   EXPECT_TRUE(nlohmann::json::parse(j.out).contains("error")) << j.out;
+}
+
+// --json (and -j, --pretty) at every level: before the object, after it,
+// after the verb; the answer is JSON in each case, here an error object.
+TEST(ReflinkfsCli, GlobalOptionsAreAcceptedAtEveryLevel) {
+  const std::string want =
+      "{\"error\":\"open '/nonexistent/t.img': No such file or directory\"}\n";
+  for (auto args : std::vector<std::vector<std::string>>{
+           {"--json", "template", "show", "/nonexistent/t.img"},
+           {"template", "--json", "show", "/nonexistent/t.img"},
+           {"template", "show", "/nonexistent/t.img", "--json"},
+           {"template", "show", "-j", "/nonexistent/t.img"}}) {
+    auto r = reflinkfs(args);
+    EXPECT_EQ(r.status, 1) << fmt::format("{}", fmt::join(args, " ")) << r.err;
+    EXPECT_EQ(r.out, want) << fmt::format("{}", fmt::join(args, " "));
+  }
+  auto pretty = reflinkfs({"gc", "--dir", "/nonexistent", "--pretty"});
+  EXPECT_EQ(pretty.status, 1) << pretty.err;
+  EXPECT_TRUE(nlohmann::json::parse(pretty.out).contains("error")) << pretty.out;
+}
+
+// A usage error is found before any work: no scratch file system is made,
+// nothing is timed, and stderr holds the one error line.
+TEST(ReflinkfsCli, BenchUsageErrorsComeBeforeAnyWork) {
+  const std::vector<std::string> small = {"--concurrency", "1",   "--samples",     "1",
+                                          "--size",        "64M", "--scratch-size", "512M",
+                                          "--modes",       "reflink"};
+  auto with = [&](std::vector<std::string> more) {
+    std::vector<std::string> args = {"bench"};
+    args.insert(args.end(), small.begin(), small.end());
+    args.insert(args.end(), more.begin(), more.end());
+    return reflinkfs(args);
+  };
+  auto png = with({"--png", "/tmp/reflinkfs-cli.png"});
+  EXPECT_EQ(png.status, 2);
+  EXPECT_EQ(png.err, "Error: --png needs --csv (the plot is drawn from it)\n");
+  auto scratch = reflinkfs({"bench", "--modes", "reflink", "--scratch-size", "48X"});
+  EXPECT_EQ(scratch.status, 2);
+  EXPECT_EQ(scratch.err, "Error: invalid size '48X': unknown unit (use K, M, G or T)\n");
+  auto mode = reflinkfs({"bench", "--modes", "reflink,bogus"});
+  EXPECT_EQ(mode.status, 2);
+  EXPECT_NE(mode.err.find("bogus"), std::string::npos) << mode.err;
+  auto level = reflinkfs({"bench", "--concurrency", "1,0"});
+  EXPECT_EQ(level.status, 2);
+  EXPECT_NE(level.err.find("--concurrency"), std::string::npos) << level.err;
 }
 
 TEST(ReflinkfsCli, HelpEverywhere) {

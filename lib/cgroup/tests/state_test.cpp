@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -10,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "util/error.h"
+#include "util/proc.h"
 
 using namespace rundkit;
 
@@ -93,4 +95,48 @@ TEST_F(StateTest, PoolKeysRoundTripParentPaths) {
   ASSERT_EQ(pools.size(), 1u);
   EXPECT_EQ(pools[0].parent, "a/b");
   EXPECT_EQ(s.read_pool(pools[0])->target, 7u);
+}
+
+namespace {
+void overwrite(const std::string &path, const std::string &text) {
+  std::ofstream(path, std::ios::trunc) << text;
+}
+} // namespace
+
+// A damaged record is a failure that names its file (exit 1), never a bare
+// JSON parser message nor a usage error (exit 2).
+TEST_F(StateTest, CorruptRecordsNameTheirFile) {
+  StateDir s(root_);
+  PoolRef ref{"v2", "a/b"};
+  s.write_pool(ref, PoolConfig{"a/b", 7, {}});
+  std::string pool_json = root_ + "/pools/v2/a%2Fb/pool.json";
+  for (const std::string &bad :
+       {std::string("{\"parent\": \"a/b\", \"tar"), std::string("{\"parent\": \"a/b\"}"),
+        std::string(R"({"parent": "a/b", "target": 7, "defaults": {"devices": "bogus"}})")}) {
+    overwrite(pool_json, bad);
+    try {
+      s.read_pool(ref);
+      ADD_FAILURE() << "read a corrupt pool record: " << bad;
+    } catch (const InputError &e) {
+      ADD_FAILURE() << "a corrupt record is not bad input: " << e.what();
+    } catch (const Error &e) {
+      EXPECT_NE(std::string(e.what()).find(pool_json), std::string::npos) << e.what();
+    } catch (const std::exception &e) {
+      ADD_FAILURE() << "not a rundkit::Error: " << e.what();
+    }
+  }
+  ClaimRecord r;
+  r.name = "c";
+  r.actor = ProcessId::self();
+  s.create_claim(r);
+  std::string claim_json = root_ + "/claims/c.json";
+  overwrite(claim_json, R"({"name": "c", "limits": {"devices": "bogus"}})");
+  try {
+    s.read_claim("c");
+    ADD_FAILURE() << "read a corrupt claim record";
+  } catch (const InputError &e) {
+    ADD_FAILURE() << "a corrupt record is not bad input: " << e.what();
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find(claim_json), std::string::npos) << e.what();
+  }
 }

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Runs inside the test VM (busybox sh): run-kselftests.sh SECS TEST...
-# RUNDKIT_RETRIES (default 2) may be set in the environment.
+# Runs inside the test VM (busybox sh):
+#   run-kselftests.sh SECS [--retry BIN,BIN...] TEST...
 # Runs each kselftest binary from /bin with a hard time limit of SECS.  The
 # binary writes straight to the console, a tty, so its stdio is line
 # buffered: through a pipe or a file, the buffers its fork()ed children
@@ -9,6 +9,11 @@
 # scripts/vm-selftests turns into flat TAP.
 limit=$1
 shift
+retry_bins=""
+if [ "${1:-}" = --retry ]; then
+	retry_bins=",$2,"
+	shift 2
+fi
 # The environment the selftests expect of a real host, set up once:
 #  - a disk filesystem as / and as the working directory: the page-cache
 #    tests need one (tmpfs reads holes as the zero page and charges
@@ -30,20 +35,21 @@ if [ -z "${RUNDKIT_IN_SCRATCH_ROOT:-}" ] && [ -b /dev/ram0 ] && mke2fs -q /dev/r
 	mount --rbind /dev $r/dev
 	mount -t tmpfs tmpfs $r/tmp
 	echo "# scratch root filesystem: ext2 on /dev/ram0"
-	RUNDKIT_IN_SCRATCH_ROOT=1 exec chroot $r /bin/sh /bin/run-kselftests.sh "$limit" "$@"
+	RUNDKIT_IN_SCRATCH_ROOT=1 exec chroot $r /bin/sh /bin/run-kselftests.sh "$limit" \
+		--retry "${retry_bins#,}" "$@"
 fi
 cd /
 cgroup_defaults() {
 	mount -o remount,nsdelegate /sys/fs/cgroup ||
 		echo "# could not remount cgroup2 with nsdelegate"
 }
-# A failing binary gets up to $RUNDKIT_RETRIES more runs, so that a flaky
-# case shows as flaky, with its counts, rather than as a plain failure: the
-# retries never turn a failure into a pass (vm-selftests passes a case only
-# if every run passed it, or if it is a known flake listed in
-# selftests/known-flakes with its cause).  test_lwcg, rundkit's own test,
-# gets no second run: any failure of it is a failure.
-retries=${RUNDKIT_RETRIES:-2}
+# A failing binary that has a known flake (--retry, from
+# selftests/known-flakes) is run twice more, so that the flake shows as
+# flaky, with its counts: the retries never turn a failure into a pass
+# (vm-selftests passes a case only if every run passed it, or if it is a
+# known flake).  Any other binary runs once: a new flake is a failure until
+# someone finds its cause and lists it.
+retries=2
 n=0
 for t in "$@"; do
 	n=$((n + 1))
@@ -63,6 +69,7 @@ for t in "$@"; do
 		*) echo "# rundkit-result: not ok $n $t # exit=$rc after ${secs}s" ;;
 		esac
 		case $rc in 0 | 4) break ;; esac
-		[ "$t" != test_lwcg ] && [ "$attempt" -le "$retries" ] || break
+		case "$retry_bins" in *",$t,"*) ;; *) break ;; esac
+		[ "$attempt" -le "$retries" ] || break
 	done
 done

@@ -213,18 +213,25 @@ TEST(Spawn, OnlyStdioAndPassedFdsReachTheChild) {
   int leaky = ::dup(wr.get()); // also not close-on-exec
   ASSERT_GE(leaky, 0);
   Fd leak(leaky);
-  SpawnOptions o = cmd({"sleep", "1000"});
-  o.in = Stdio::null();
+  // sh opens nothing of its own; once it says "ready" (startup done: no
+  // transient descriptor such as a locale file), its table is what we gave.
+  SpawnOptions o = cmd({"sh", "-c", "echo ready; read x"});
+  o.in = Stdio::pipe();
   o.out = Stdio::pipe();
   o.pass_fds = {{wr.get(), 5}};
-  Child c = spawn(o); // returns once the exec has happened
+  Child c = spawn(o);
+  char ready[6];
+  ASSERT_EQ(::read(c.stdout_pipe().get(), ready, sizeof(ready)), 6);
   std::set<std::string> fds;
   for (const auto &e : std::filesystem::directory_iterator("/proc/" + std::to_string(c.pid()) + "/fd"))
     fds.insert(e.path().filename());
   EXPECT_EQ(fds, (std::set<std::string>{"0", "1", "2", "5"}));
   EXPECT_EQ(std::filesystem::read_symlink("/proc/" + std::to_string(c.pid()) + "/fd/5"),
             std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(wr.get())));
-  EXPECT_EQ(std::filesystem::read_symlink("/proc/" + std::to_string(c.pid()) + "/fd/0"), "/dev/null");
+  EXPECT_EQ(std::filesystem::read_symlink("/proc/" + std::to_string(c.pid()) + "/fd/1"),
+            std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(c.stdout_pipe().get())));
+  c.stdin_pipe().reset(); // read x sees EOF
+  EXPECT_EQ(c.wait_for(std::chrono::seconds(30)), ExitStatus::exited(1));
 }
 
 TEST(Spawn, PassFdOntoItsOwnNumberAndSwapped) {

@@ -225,7 +225,9 @@ uint64_t resident_bytes(const Fd &fd, uint64_t size) {
   return n * static_cast<uint64_t>(page);
 }
 
-std::string run_capture(const std::vector<std::string> &argv, int keep_fd) {
+} // namespace
+
+std::string capture_with_fd(const std::vector<std::string> &argv, int keep_fd) {
   int out[2];
   check_sys(::pipe2(out, O_CLOEXEC), "pipe", argv[0]);
   pid_t pid = ::fork();
@@ -253,8 +255,6 @@ std::string run_capture(const std::vector<std::string> &argv, int keep_fd) {
     throw Error(fmt::format("{} failed (status {}); is it installed?", argv[0], status));
   return text;
 }
-
-} // namespace
 
 const std::vector<std::string> &reflink_bench_modes() { return kModes; }
 
@@ -368,7 +368,7 @@ nlohmann::json run_page_cache_bench(const ReflinkBenchOptions &opts) {
         "--rw=randwrite", "--name=randread", "--stonewall", "--rw=randread"};
     nlohmann::json fio;
     try {
-      fio = nlohmann::json::parse(run_capture(argv, fd));
+      fio = nlohmann::json::parse(capture_with_fd(argv, fd));
     } catch (const nlohmann::json::exception &e) {
       throw Error(fmt::format("fio --output-format=json printed no JSON report: {}", e.what()));
     }

@@ -51,7 +51,8 @@ std::string ExitStatus::describe() const {
 Child::Child(Child &&o) noexcept
     : pid_(std::exchange(o.pid_, -1)), pidfd_(std::move(o.pidfd_)), name_(std::move(o.name_)),
       status_(std::move(o.status_)), stdin_(std::move(o.stdin_)), stdout_(std::move(o.stdout_)),
-      stderr_(std::move(o.stderr_)) {}
+      stderr_(std::move(o.stderr_)), gate_(std::move(o.gate_)), report_(std::move(o.report_)),
+      cwd_(std::move(o.cwd_)) {}
 
 Child &Child::operator=(Child &&o) noexcept {
   if (this != &o) {
@@ -63,11 +64,22 @@ Child &Child::operator=(Child &&o) noexcept {
     stdin_ = std::move(o.stdin_);
     stdout_ = std::move(o.stdout_);
     stderr_ = std::move(o.stderr_);
+    gate_ = std::move(o.gate_);
+    report_ = std::move(o.report_);
+    cwd_ = std::move(o.cwd_);
   }
   return *this;
 }
 
 Child::~Child() { drop(); }
+
+Child Child::adopt(pid_t pid, std::string name) {
+  if (pid <= 0)
+    throw Error("pidfd_open", fmt::format("{} (pid {})", name, pid), EINVAL);
+  int fd = ::pidfd_open(pid, 0);
+  check_sys(fd, "pidfd_open", fmt::format("{} (pid {})", name, pid));
+  return Child(pid, Fd(fd, "pidfd"), std::move(name));
+}
 
 void Child::drop() noexcept {
   if (!pidfd_.valid() || status_)
@@ -136,7 +148,12 @@ ExitStatus Child::kill() {
   return wait();
 }
 
-Fd Child::detach() noexcept { return std::move(pidfd_); }
+Fd Child::detach() noexcept {
+  // A held child given up before start() is abandoned: it reads EOF.
+  gate_.reset();
+  report_.reset();
+  return std::move(pidfd_);
+}
 
 // --- the child side ---------------------------------------------------------
 
@@ -144,6 +161,9 @@ namespace {
 
 // Where the child side stopped: named in the parent's error.
 enum Stage : int { kStageExec, kStageDup, kStageChdir, kStageSetsid, kStagePrctl, kStageCgroup };
+
+// Exit code of a held child whose gate closed without start().
+constexpr int kAbandoned = 126;
 
 struct ChildReport {
   int stage;
@@ -166,6 +186,9 @@ struct ChildPlan {
   int nmaps = 0;
   int high = 3; // copies of the sources go at or above this
   int report_fd = -1;
+  int gate_fd = -1;      // held: read end of the gate
+  int gate_keep_fd = -1; // held: the parent's write end, closed in the child
+  bool idle = false;
   bool new_session = false;
   int pdeathsig = 0;
   pid_t parent = 0;
@@ -193,6 +216,10 @@ void child_reset_signals(const ChildPlan &p) {
 
 [[noreturn]] void child_exec(ChildPlan &p) {
   child_reset_signals(p);
+  // Our copy of the gate's write end would keep us waiting forever once
+  // the parent is gone; with it closed, EOF means "abandoned".
+  if (p.gate_keep_fd >= 0)
+    ::close(p.gate_keep_fd);
   if (p.new_session && ::setsid() < 0)
     child_fail(p, kStageSetsid, errno);
   if (p.pdeathsig) {
@@ -207,6 +234,12 @@ void child_reset_signals(const ChildPlan &p) {
   if (r < 0)
     child_fail(p, kStageDup, errno);
   p.report_fd = r;
+  if (p.gate_fd >= 0) {
+    r = ::fcntl(p.gate_fd, F_DUPFD_CLOEXEC, p.high);
+    if (r < 0)
+      child_fail(p, kStageDup, errno);
+    p.gate_fd = r;
+  }
   for (int i = 0; i < p.nmaps; ++i) {
     int c = ::fcntl(p.maps[i].source, F_DUPFD_CLOEXEC, p.high);
     if (c < 0)
@@ -220,6 +253,20 @@ void child_reset_signals(const ChildPlan &p) {
       child_fail(p, kStageDup, errno);
   if (p.cwd && ::chdir(p.cwd) < 0)
     child_fail(p, kStageChdir, errno);
+  if (p.gate_fd >= 0) {
+    char go = 0;
+    ssize_t n;
+    while ((n = ::read(p.gate_fd, &go, 1)) < 0 && errno == EINTR) {
+    }
+    if (n != 1)
+      ::_exit(kAbandoned);
+  }
+  if (p.idle) {
+    // EOF on the report pipe tells a waiting parent we are in place.
+    ::syscall(SYS_close_range, 3U, ~0U, 0U);
+    for (;;)
+      ::pause();
+  }
   ::execve(p.path, p.argv, p.envp);
   child_fail(p, kStageExec, errno);
 }
@@ -312,13 +359,16 @@ private:
 // --- spawn ------------------------------------------------------------------
 
 Child spawn(const SpawnOptions &opts) {
-  if (opts.argv.empty())
+  if (opts.argv.empty() && !opts.idle)
     throw Error("spawn", "(empty argv)", EINVAL);
-  const std::string &name = opts.argv[0];
-  int lookup_err = 0;
-  std::string path = resolve(name, lookup_err);
-  if (path.empty())
-    throw Error("exec", name, lookup_err);
+  const std::string name = opts.argv.empty() ? std::string("(idle)") : opts.argv[0];
+  std::string path;
+  if (!opts.idle) {
+    int lookup_err = 0;
+    path = resolve(name, lookup_err);
+    if (path.empty())
+      throw Error("exec", name, lookup_err);
+  }
 
   std::vector<char *> cargv = c_strings(opts.argv);
   std::vector<char *> cenv;
@@ -369,6 +419,13 @@ Child spawn(const SpawnOptions &opts) {
   int rp[2];
   check_sys(::pipe2(rp, O_CLOEXEC), "pipe", "exec report of " + name);
   Fd report_r(rp[0]), report_w(rp[1]);
+  Fd gate_r, gate_w;
+  if (opts.held) {
+    int gp[2];
+    check_sys(::pipe2(gp, O_CLOEXEC), "pipe", "gate of " + name);
+    gate_r.reset(gp[0]);
+    gate_w.reset(gp[1]);
+  }
 
   ChildPlan plan;
   plan.path = path.c_str();
@@ -379,6 +436,9 @@ Child spawn(const SpawnOptions &opts) {
   plan.nmaps = static_cast<int>(maps.size());
   plan.high = high;
   plan.report_fd = report_w.get();
+  plan.gate_fd = gate_r.get();
+  plan.gate_keep_fd = gate_w.get();
+  plan.idle = opts.idle;
   plan.new_session = opts.new_session;
   plan.pdeathsig = opts.pdeathsig;
   plan.parent = ::getpid();
@@ -388,24 +448,31 @@ Child spawn(const SpawnOptions &opts) {
   long pid;
   {
     BlockSignals blocked;
-    if (opts.cgroup) {
-      // clone3 is the only way into a cgroup at creation.  Without a stack
-      // of its own the child is a fork-style copy; it only makes system
-      // calls on `plan` before exec.
+    if (opts.cgroup || opts.held || opts.idle) {
+      // clone3 is the only way into a cgroup at creation, and a child that
+      // waits (held, idle) must not hold us asleep as a vfork child does.
+      // Without a stack of its own the child is a fork-style copy; it only
+      // makes system calls on `plan` before exec.
       struct clone_args args;
       std::memset(&args, 0, sizeof(args));
-      args.flags = CLONE_PIDFD | CLONE_INTO_CGROUP;
+      args.flags = CLONE_PIDFD;
       args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
       args.exit_signal = SIGCHLD;
-      args.cgroup = static_cast<uint64_t>(opts.cgroup->get());
+      if (opts.cgroup) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = static_cast<uint64_t>(opts.cgroup->get());
+      }
       pid = ::syscall(SYS_clone3, &args, sizeof(args));
       if (pid == 0)
         child_exec(plan);
-      if (pid < 0)
+      if (pid < 0) {
+        if (!opts.cgroup)
+          throw Error("clone3", name, errno);
         throw Error("clone3 into cgroup", opts.cgroup->path().empty()
                                               ? fmt::format("fd {}", opts.cgroup->get())
                                               : opts.cgroup->path(),
                     errno);
+      }
     } else {
       // As posix_spawn does: the child borrows our memory and we sleep
       // until it has exec'd, so no page table of a large process is copied.
@@ -418,21 +485,43 @@ Child spawn(const SpawnOptions &opts) {
   }
   Child child(static_cast<pid_t>(pid), Fd(pidfd, "pidfd"), name);
   report_w.reset();
+  gate_r.reset();
   child_ends.clear();
   devnull.reset();
-  ChildReport rep{};
-  ssize_t n;
-  do {
-    n = ::read(report_r.get(), &rep, sizeof(rep));
-  } while (n < 0 && errno == EINTR);
-  if (n == static_cast<ssize_t>(sizeof(rep))) {
-    child.wait();
-    throw Error(stage_op(rep.stage), rep.stage == kStageChdir ? opts.cwd : name, rep.err);
-  }
+  child.report_ = std::move(report_r);
+  child.cwd_ = opts.cwd;
+  if (opts.held)
+    child.gate_ = std::move(gate_w);
+  else
+    child.await_exec();
   child.stdin_ = std::move(parent_ends[0]);
   child.stdout_ = std::move(parent_ends[1]);
   child.stderr_ = std::move(parent_ends[2]);
   return child;
+}
+
+void Child::await_exec() {
+  ChildReport rep{};
+  ssize_t n;
+  do {
+    n = ::read(report_.get(), &rep, sizeof(rep));
+  } while (n < 0 && errno == EINTR);
+  report_.reset();
+  if (n == static_cast<ssize_t>(sizeof(rep))) {
+    wait();
+    throw Error(stage_op(rep.stage), rep.stage == kStageChdir ? cwd_ : name_, rep.err);
+  }
+}
+
+void Child::start() {
+  if (!gate_.valid())
+    throw Error("start", fmt::format("{} (pid {}): not held", name_, pid_), EINVAL);
+  Fd gate = std::move(gate_);
+  if (!write_all_nosigpipe(gate.get(), "g", fmt::format("gate of {} (pid {})", name_, pid_)))
+    throw Error("write", fmt::format("gate of {} (pid {}): it died while held", name_, pid_),
+                EPIPE);
+  gate.reset();
+  await_exec();
 }
 
 // --- fork_worker ------------------------------------------------------------
@@ -462,7 +551,8 @@ Child fork_worker(std::function<int()> fn, const WorkerOptions &opts) {
   }
   Fd procs(cgroup_procs);
   // What the parent has buffered must not be written twice, by the child too.
-  std::fflush(nullptr);
+  if (opts.flush_stdio)
+    std::fflush(nullptr);
   // fork(), not a raw clone: glibc then gives the child its own thread
   // identity and sane malloc/stdio locks, which code beyond system calls needs.
   pid_t pid = ::fork();
@@ -487,7 +577,8 @@ Child fork_worker(std::function<int()> fn, const WorkerOptions &opts) {
       write_stderr(fmt::format("{}: unknown exception\n", opts.name));
       code = kWorkerThrew;
     }
-    std::fflush(nullptr); // the worker's own output, then no exit handler
+    if (opts.flush_stdio)
+      std::fflush(nullptr); // the worker's own output, then no exit handler
     ::_exit(code);
   }
   int pidfd = ::pidfd_open(pid, 0);
@@ -501,6 +592,58 @@ Child fork_worker(std::function<int()> fn, const WorkerOptions &opts) {
 }
 
 // --- run --------------------------------------------------------------------
+
+namespace {
+
+// SIGPIPE blocked in this thread while alive; one raised by our own write
+// to a pipe without reader (EPIPE) is discarded, not delivered, at the end.
+class NoSigpipe {
+public:
+  NoSigpipe() {
+    sigemptyset(&pipe_only_);
+    sigaddset(&pipe_only_, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_only_, &old_);
+  }
+  ~NoSigpipe() {
+    if (epipe_ && !was_pending_) {
+      struct timespec zero = {0, 0};
+      while (::sigtimedwait(&pipe_only_, nullptr, &zero) < 0 && errno == EINTR) {
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  NoSigpipe(const NoSigpipe &) = delete;
+  NoSigpipe &operator=(const NoSigpipe &) = delete;
+  void saw_epipe() noexcept { epipe_ = true; }
+
+private:
+  sigset_t pipe_only_, old_;
+  bool was_pending_ = false;
+  bool epipe_ = false;
+};
+
+} // namespace
+
+bool write_all_nosigpipe(int fd, std::string_view data, const std::string &what) {
+  NoSigpipe guard;
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EPIPE) {
+      guard.saw_epipe();
+      return false;
+    }
+    if (n < 0)
+      throw Error("write", what, errno);
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
 
 std::string shell_join(const std::vector<std::string> &argv) {
   std::string out;
@@ -547,27 +690,41 @@ ProcessError::ProcessError(std::string command, std::optional<ExitStatus> status
     : Error(std::move(what)), command_(std::move(command)), status_(status),
       stderr_tail_(std::move(stderr_tail)) {}
 
-RunResult run(SpawnOptions opts, std::optional<std::chrono::milliseconds> timeout) {
-  if (opts.in.kind() == Stdio::Kind::inherit)
+RunResult run(SpawnOptions opts, std::optional<std::chrono::milliseconds> timeout,
+              std::optional<std::string_view> input) {
+  if (input)
+    opts.in = Stdio::pipe();
+  else if (opts.in.kind() == Stdio::Kind::inherit)
     opts.in = Stdio::null();
   opts.out = Stdio::pipe();
   opts.err = Stdio::pipe();
   std::string command = shell_join(opts.argv);
+  std::optional<NoSigpipe> no_sigpipe;
+  if (input)
+    no_sigpipe.emplace();
   Child child = spawn(opts);
-  child.stdin_pipe().reset();
+  Fd &in = child.stdin_pipe();
+  size_t in_off = 0;
+  if (in.valid() && input && !input->empty()) {
+    int fl = ::fcntl(in.get(), F_GETFL);
+    check_sys(fl < 0 ? -1 : ::fcntl(in.get(), F_SETFL, fl | O_NONBLOCK), "fcntl",
+              "stdin of " + command);
+  } else {
+    in.reset();
+  }
   RunResult res;
   std::string err;
   auto deadline = timeout ? std::chrono::steady_clock::now() + *timeout
                           : std::chrono::steady_clock::time_point::max();
-  Fd *fds[2] = {&child.stdout_pipe(), &child.stderr_pipe()};
+  Fd *fds[3] = {&child.stdout_pipe(), &child.stderr_pipe(), &in};
   char buf[65536];
-  while (fds[0]->valid() || fds[1]->valid()) {
-    struct pollfd p[2];
+  while (fds[0]->valid() || fds[1]->valid() || fds[2]->valid()) {
+    struct pollfd p[3];
     int np = 0;
-    int which[2];
-    for (int i = 0; i < 2; ++i)
+    int which[3];
+    for (int i = 0; i < 3; ++i)
       if (fds[i]->valid()) {
-        p[np] = {fds[i]->get(), POLLIN, 0};
+        p[np] = {fds[i]->get(), static_cast<short>(i == 2 ? POLLOUT : POLLIN), 0};
         which[np++] = i;
       }
     int wait_ms = -1;
@@ -592,6 +749,22 @@ RunResult run(SpawnOptions opts, std::optional<std::chrono::milliseconds> timeou
       if (!p[k].revents)
         continue;
       Fd &fd = *fds[which[k]];
+      if (which[k] == 2) {
+        ssize_t n = ::write(fd.get(), input->data() + in_off, input->size() - in_off);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+          continue;
+        if (n < 0 && errno == EPIPE) {
+          no_sigpipe->saw_epipe(); // it stopped reading: what it did is its status
+          fd.reset();
+          continue;
+        }
+        if (n < 0)
+          throw Error("write", "stdin of " + command, errno);
+        in_off += static_cast<size_t>(n);
+        if (in_off == input->size())
+          fd.reset();
+        continue;
+      }
       ssize_t n = ::read(fd.get(), buf, sizeof(buf));
       if (n < 0 && errno == EINTR)
         continue;
@@ -628,9 +801,10 @@ RunResult run(SpawnOptions opts, std::optional<std::chrono::milliseconds> timeou
   return res;
 }
 
-std::string run_capture(SpawnOptions opts, std::optional<std::chrono::milliseconds> timeout) {
+std::string run_capture(SpawnOptions opts, std::optional<std::chrono::milliseconds> timeout,
+                        std::optional<std::string_view> input) {
   std::string command = shell_join(opts.argv);
-  RunResult r = run(std::move(opts), timeout);
+  RunResult r = run(std::move(opts), timeout, input);
   if (!r.status.ok()) {
     std::string tail = last_lines(r.stderr_tail, 10);
     throw ProcessError(command, r.status, r.stderr_tail,

@@ -8,6 +8,8 @@
 //   if (auto st = c.wait_for(5s)) ... else c.kill();
 //   std::string out = run_capture({"mkfs.ext4", "-q", path});
 //   Child w = fork_worker([&] { return do_work(); });
+//   Child h = spawn({.argv = {...}, .held = true});  // exists, runs nothing yet
+//   write_file(v1_dir + "/cgroup.procs", h.pid()); h.start();
 //
 // Between clone and exec the child does only async-signal-safe work (dup2,
 // fcntl, chdir, setsid, prctl, execve); an exec failure is sent back through
@@ -21,6 +23,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "util/error.h"
@@ -98,6 +101,15 @@ struct SpawnOptions {
   const Fd *cgroup = nullptr; // a cgroup2 directory: CLONE_INTO_CGROUP
   bool new_session = false;   // setsid(): no controlling terminal, own group
   int pdeathsig = 0;          // PR_SET_PDEATHSIG: this signal when the parent thread dies
+  // Created, descriptors and cwd in place, but waiting before exec until
+  // Child::start(): its pid can be placed (v1 cgroup.procs) before it runs
+  // anything of the command.  A held child whose Child is dropped, or
+  // whose parent dies, exits (code 126) without running the command.
+  bool held = false;
+  // No exec: once started, the child closes every descriptor above 2 and
+  // sleeps until killed (a placeholder that keeps a cgroup populated).
+  // argv is then only its name in messages (may be empty).
+  bool idle = false;
 };
 
 struct WorkerOptions {
@@ -105,6 +117,11 @@ struct WorkerOptions {
   // A cgroup2 directory the worker joins (cgroup.procs) before `fn` runs.
   const Fd *cgroup = nullptr;
   int pdeathsig = 0;
+  // fflush(nullptr) before the fork and in the worker before it exits.
+  // Off for a caller that is itself a forked copy of a threaded process
+  // (its stdio locks may be held by threads it does not have) and has
+  // nothing buffered.
+  bool flush_stdio = true;
 };
 
 // A child process, held by its pidfd.  Move-only.  Destroying a Child that
@@ -117,6 +134,11 @@ public:
   Child(const Child &) = delete;
   Child &operator=(const Child &) = delete;
   ~Child();
+
+  // Takes over a child of this process known by pid alone (one a library
+  // started and detached): pidfd_open is race-free for it, since nobody
+  // but us can reap it and free its pid.  Throws Error("pidfd_open", ...).
+  static Child adopt(pid_t pid, std::string name);
 
   bool valid() const noexcept { return pidfd_.valid(); }
   explicit operator bool() const noexcept { return valid(); }
@@ -144,6 +166,14 @@ public:
   // caller that stays its parent reaps it through the returned pidfd).
   Fd detach() noexcept;
 
+  // Releases a SpawnOptions::held child and waits until it has exec'd (or
+  // gone idle); throws what spawn() would have thrown for a failed exec
+  // (the child is reaped then), or Error("write", ..., EPIPE) if the child
+  // died while it was held.
+  void start();
+  // Held and not started yet.
+  bool held() const noexcept { return gate_.valid(); }
+
   // The parent's ends of Stdio::pipe() descriptors (invalid otherwise).
   Fd &stdin_pipe() noexcept { return stdin_; }
   Fd &stdout_pipe() noexcept { return stdout_; }
@@ -156,17 +186,25 @@ private:
       : pid_(pid), pidfd_(std::move(pidfd)), name_(std::move(name)) {}
   std::optional<ExitStatus> reap(int flags);
   void drop() noexcept;
+  // Reads the exec report; on one, reaps the child and throws.
+  void await_exec();
 
   pid_t pid_ = -1;
   Fd pidfd_;
   std::string name_;
   std::optional<ExitStatus> status_;
   Fd stdin_, stdout_, stderr_;
+  Fd gate_, report_;  // held: the gate's write end, the exec report's read end
+  std::string cwd_;   // for a chdir failure reported at start()
 };
 
 // Starts argv[0] as SpawnOptions say.  Throws Error("exec", argv[0], errno)
 // when it cannot be executed (the child is reaped), Error("clone3", ...) when
-// no child could be made.
+// no child could be made.  A plain spawn borrows the parent's memory until
+// exec (CLONE_VM|CLONE_VFORK, as posix_spawn does): no page table of a
+// large multi-threaded process is copied.  A spawn into a cgroup, held or
+// idle is a fork-style clone3 instead (its own copy of memory, only
+// async-signal-safe system calls before exec).
 Child spawn(const SpawnOptions &opts);
 
 // Exit code of a worker whose callable threw (it printed what() to stderr).
@@ -206,13 +244,21 @@ inline constexpr std::size_t kStderrTailBytes = 8192;
 
 // Runs to completion with stdout captured and stderr's tail kept (the
 // options' out/err are replaced by pipes; stdin defaults to /dev/null when
-// it is inherit).  A timeout kills the child and throws ProcessError.
-RunResult run(SpawnOptions opts, std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+// it is inherit).  With `input`, stdin is a pipe fed with it, then closed;
+// a child that exits without reading it all is no error (and raises no
+// SIGPIPE here).  A timeout kills the child and throws ProcessError.
+RunResult run(SpawnOptions opts, std::optional<std::chrono::milliseconds> timeout = std::nullopt,
+              std::optional<std::string_view> input = std::nullopt);
 // run() that throws ProcessError unless the command exited 0; returns stdout.
 std::string run_capture(SpawnOptions opts,
-                        std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+                        std::optional<std::chrono::milliseconds> timeout = std::nullopt,
+                        std::optional<std::string_view> input = std::nullopt);
 std::string run_capture(const std::vector<std::string> &argv,
                         std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+
+// Writes all of `data` to a pipe; false if its reader is gone (EPIPE),
+// without SIGPIPE killing us.  Throws Error("write", what, errno) otherwise.
+bool write_all_nosigpipe(int fd, std::string_view data, const std::string &what);
 
 // argv as a shell would show it: words with special characters quoted.
 std::string shell_join(const std::vector<std::string> &argv);

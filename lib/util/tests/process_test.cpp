@@ -8,6 +8,7 @@
 extern "C" {
 #include <sys/pidfd.h>
 }
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
@@ -16,6 +17,7 @@ extern "C" {
 #include <linux/magic.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -478,4 +480,187 @@ TEST(Run, BothStreamsLargeNoDeadlock) {
   EXPECT_TRUE(r.status.ok());
   EXPECT_EQ(r.out.size(), 1000000u);
   EXPECT_EQ(r.stderr_tail.size(), kStderrTailBytes);
+}
+
+// --- held and idle children, adopt ----------------------------------------
+
+namespace {
+
+std::string exe_of(pid_t pid) {
+  return std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/exe").string();
+}
+
+std::string temp_dir() {
+  char tmpl[] = "/tmp/rundkit-held-XXXXXX";
+  if (!::mkdtemp(tmpl))
+    throw Error("mkdtemp", tmpl, errno);
+  return tmpl;
+}
+
+} // namespace
+
+// Until start() the child is still a copy of us (it cannot have exec'd:
+// exec comes after its gate), however long we look.
+TEST(Spawn, HeldChildRunsNothingUntilStart) {
+  std::string dir = temp_dir();
+  std::string mark = dir + "/ran";
+  SpawnOptions o = cmd({"sh", "-c", "echo > " + mark + "; exit 7"});
+  o.held = true;
+  Child c = spawn(o);
+  EXPECT_TRUE(c.held());
+  EXPECT_EQ(exe_of(c.pid()), exe_of(::getpid()));
+  EXPECT_FALSE(c.try_wait());
+  EXPECT_FALSE(std::filesystem::exists(mark));
+  c.start();
+  EXPECT_FALSE(c.held());
+  EXPECT_EQ(c.wait(), ExitStatus::exited(7));
+  EXPECT_TRUE(std::filesystem::exists(mark));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Spawn, HeldExecFailureIsReportedByStart) {
+  SpawnOptions o = cmd({"/nonexistent/rundkit-vmm"});
+  o.held = true;
+  Child c = spawn(o);
+  try {
+    c.start();
+    FAIL() << "exec of a missing file succeeded";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.err(), ENOENT);
+    EXPECT_STREQ(e.what(), "exec '/nonexistent/rundkit-vmm': No such file or directory");
+  }
+  EXPECT_TRUE(c.status()) << "not reaped";
+}
+
+// Given up (or its parent gone) before start(), a held child reads EOF at
+// its gate and exits without running the command.
+TEST(Spawn, AbandonedHeldChildExitsWithoutRunning) {
+  std::string dir = temp_dir();
+  std::string mark = dir + "/ran";
+  SpawnOptions o = cmd({"sh", "-c", "echo > " + mark});
+  o.held = true;
+  Child c = spawn(o);
+  pid_t pid = c.pid();
+  Fd pidfd = c.detach();
+  siginfo_t info = {};
+  ASSERT_EQ(::waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &info, WEXITED), 0);
+  EXPECT_EQ(info.si_pid, pid);
+  EXPECT_EQ(ExitStatus::from_siginfo(info.si_code, info.si_status), ExitStatus::exited(126));
+  EXPECT_FALSE(std::filesystem::exists(mark));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Spawn, StartOfAChildThatDiedWhileHeldIsAnError) {
+  SpawnOptions o = cmd({"true"});
+  o.held = true;
+  Child c = spawn(o);
+  c.signal(SIGKILL);
+  ASSERT_TRUE(exits_within(c.pidfd().get(), 10s));
+  // Its gate has no reader now: EPIPE, and no SIGPIPE kills us.
+  try {
+    c.start();
+    FAIL() << "a dead child was started";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.err(), EPIPE) << e.what();
+  }
+  EXPECT_EQ(c.wait(), ExitStatus::signalled(SIGKILL));
+}
+
+TEST(Spawn, HeldChildIsInItsCgroupBeforeStart) {
+  ScratchCgroup cg;
+  if (!cg.ok())
+    GTEST_SKIP() << "no writable cgroup2 mount";
+  SpawnOptions o = cmd({"true"});
+  o.held = true;
+  o.cgroup = &cg.dir();
+  Child c = spawn(o);
+  EXPECT_EQ(read_file_at(cg.dir(), "cgroup.procs"), std::to_string(c.pid()) + "\n");
+  c.start();
+  EXPECT_TRUE(c.wait().ok());
+}
+
+// An idle child keeps only 0-2 and sleeps until killed; spawn returns once
+// it has closed the rest.
+TEST(Spawn, IdleChildHoldsNoDescriptorAndSleeps) {
+  SpawnOptions o;
+  o.idle = true;
+  o.held = true;
+  Child c = spawn(o);
+  c.start();
+  std::set<std::string> fds;
+  for (const auto &e : std::filesystem::directory_iterator("/proc/" + std::to_string(c.pid()) + "/fd"))
+    fds.insert(e.path().filename());
+  EXPECT_EQ(fds, (std::set<std::string>{"0", "1", "2"}));
+  EXPECT_FALSE(c.try_wait());
+  EXPECT_EQ(c.kill(), ExitStatus::signalled(SIGKILL));
+}
+
+TEST(Child, AdoptTakesOverAChildKnownByPid) {
+  Child c = spawn(cmd({"sleep", "1000"}));
+  pid_t pid = c.pid();
+  c.detach(); // its pidfd closed: known by pid alone now
+  Child a = Child::adopt(pid, "sleeper");
+  EXPECT_EQ(a.pid(), pid);
+  EXPECT_EQ(a.kill(), ExitStatus::signalled(SIGKILL));
+  EXPECT_THROW(Child::adopt(0, "nobody"), Error);
+}
+
+// --- input on stdin, SIGPIPE ---------------------------------------------
+
+namespace {
+
+bool sigpipe_pending() {
+  sigset_t s;
+  sigpending(&s);
+  return sigismember(&s, SIGPIPE) == 1;
+}
+
+} // namespace
+
+TEST(Run, InputReachesStdin) {
+  EXPECT_EQ(run_capture(cmd({"cat"}), std::nullopt, "hello\n"), "hello\n");
+  // Far more than a pipe holds, both ways at once.
+  std::string big(3 << 20, 'x');
+  RunResult r = run(cmd({"cat"}), 60s, big);
+  EXPECT_TRUE(r.status.ok());
+  EXPECT_EQ(r.out.size(), big.size());
+}
+
+TEST(Run, ChildThatIgnoresItsInputIsNoError) {
+  std::string big(3 << 20, 'x');
+  RunResult r = run(cmd({"true"}), 60s, big);
+  EXPECT_TRUE(r.status.ok());
+  EXPECT_FALSE(sigpipe_pending());
+}
+
+TEST(WriteAllNoSigpipe, ReaderGoneIsFalseWithoutASignal) {
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  Fd rd(p[0]), wr(p[1]);
+  EXPECT_TRUE(write_all_nosigpipe(wr.get(), "abc", "test pipe"));
+  rd.reset();
+  EXPECT_FALSE(write_all_nosigpipe(wr.get(), "abc", "test pipe"));
+  EXPECT_FALSE(sigpipe_pending());
+}
+
+// flush_stdio false: neither we nor the worker flush what we buffered.
+TEST(ForkWorker, FlushStdioOffLeavesOurBufferAlone) {
+  for (bool flush : {true, false}) {
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    Fd rd(p[0]);
+    FILE *f = ::fdopen(p[1], "w");
+    ASSERT_NE(f, nullptr);
+    ASSERT_EQ(std::setvbuf(f, nullptr, _IOFBF, 4096), 0);
+    std::fputs("x", f);
+    WorkerOptions wo;
+    wo.flush_stdio = flush;
+    Child w = fork_worker([] { return 0; }, wo);
+    EXPECT_TRUE(w.wait().ok());
+    int queued = -1;
+    ASSERT_EQ(::ioctl(rd.get(), FIONREAD, &queued), 0);
+    EXPECT_EQ(queued, flush ? 1 : 0) << "flush_stdio " << flush;
+    std::fclose(f);
+    EXPECT_EQ(read_all(rd), "x") << "written once, flush_stdio " << flush;
+  }
 }

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,6 +26,7 @@
 #include "storage/mount.h"
 #include "testing/scratch_fs.h"
 #include "util/error.h"
+#include "util/process.h"
 #include "util/units.h"
 
 namespace rundkit {
@@ -228,32 +228,10 @@ uint64_t resident_bytes(const Fd &fd, uint64_t size) {
 } // namespace
 
 std::string capture_with_fd(const std::vector<std::string> &argv, int keep_fd) {
-  int out[2];
-  check_sys(::pipe2(out, O_CLOEXEC), "pipe", argv[0]);
-  pid_t pid = ::fork();
-  check_sys(pid, "fork", argv[0]);
-  if (pid == 0) {
-    ::dup2(out[1], 1);
-    ::fcntl(keep_fd, F_SETFD, 0);
-    std::vector<char *> cargv;
-    for (const auto &a : argv)
-      cargv.push_back(const_cast<char *>(a.c_str()));
-    cargv.push_back(nullptr);
-    ::execvp(cargv[0], cargv.data());
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  std::string text;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(out[0], buf, sizeof(buf))) > 0)
-    text.append(buf, static_cast<size_t>(n));
-  ::close(out[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    throw Error(fmt::format("{} failed (status {}); is it installed?", argv[0], status));
-  return text;
+  SpawnOptions o;
+  o.argv = argv;
+  o.pass_fds = {{keep_fd, keep_fd}};
+  return run_capture(std::move(o));
 }
 
 const std::vector<std::string> &reflink_bench_modes() { return kModes; }

@@ -74,7 +74,8 @@ nlohmann::json run_page_cache_bench(const ReflinkBenchOptions &opts);
 
 // Runs argv (fio) with this process's descriptor `keep_fd` open at the same
 // number (--filename=/proc/self/fd/N names it) and returns its stdout.
-// Throws rundkit::Error if it cannot run or does not exit 0.
+// Throws Error("exec", ...) if it cannot run, ProcessError (with the end of
+// its stderr) if it does not exit 0.
 std::string capture_with_fd(const std::vector<std::string> &argv, int keep_fd);
 std::string format_page_cache(const nlohmann::json &result);
 

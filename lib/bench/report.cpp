@@ -1,7 +1,5 @@
 #include "bench/report.h"
 
-#include <fcntl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/process.h"
 
 namespace rundkit {
 
@@ -95,29 +94,22 @@ void plot_latency(const std::string &csv, const std::string &png, const std::str
   }
   script += plots + "\n" + data;
 
-  int pipefd[2];
-  check_sys(::pipe2(pipefd, O_CLOEXEC), "pipe", "gnuplot");
-  pid_t pid = ::fork();
-  check_sys(pid, "fork", "gnuplot");
-  if (pid == 0) {
-    ::dup2(pipefd[0], 0);
-    ::execlp("gnuplot", "gnuplot", static_cast<char *>(nullptr));
-    ::_exit(127);
-  }
-  ::close(pipefd[0]);
-  size_t off = 0;
-  while (off < script.size()) {
-    ssize_t n = ::write(pipefd[1], script.data() + off, script.size() - off);
-    if (n <= 0)
-      break;
-    off += static_cast<size_t>(n);
-  }
-  ::close(pipefd[1]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    throw Error(fmt::format("gnuplot failed drawing '{}' (exit {}); is gnuplot installed?", png,
-                            WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+  // The script on gnuplot's stdin (a pipe), its stderr kept for the error.
+  // Its stdout is captured and dropped: where the output file cannot be
+  // opened gnuplot writes the PNG there, and ours may be a report.
+  SpawnOptions o;
+  o.argv = {"gnuplot"};
+  RunResult r = run(o, std::nullopt, script);
+  if (r.status.ok())
+    return;
+  std::string said = r.stderr_tail;
+  while (!said.empty() && (said.back() == '\n' || said.back() == ' '))
+    said.pop_back();
+  if (said.size() > 600)
+    said = "..." + said.substr(said.size() - 600);
+  throw ProcessError("gnuplot", r.status, r.stderr_tail,
+                     fmt::format("gnuplot failed drawing '{}' ({}){}{}", png, r.status.describe(),
+                                 said.empty() ? "" : ": ", said));
 }
 
 } // namespace rundkit

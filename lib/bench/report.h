@@ -16,8 +16,9 @@ nlohmann::json to_json(const std::vector<LatencySummary> &rows);
 void write_csv(const std::string &path, const std::vector<LatencySummary> &rows);
 
 // Draws p99 (solid) and p50 (dashed) latency against concurrency, one line
-// per mode, log-scale y, into `png` with gnuplot.  Throws rundkit::Error if
-// gnuplot is missing or fails.
+// per mode, log-scale y, into `png` with gnuplot.  Throws
+// Error("exec", "gnuplot", ENOENT) if gnuplot is missing, ProcessError with
+// gnuplot's exit status and the end of its stderr if it fails.
 void plot_latency(const std::string &csv, const std::string &png,
                   const std::string &title);
 

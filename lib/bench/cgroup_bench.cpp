@@ -1,7 +1,8 @@
 #include "bench/cgroup_bench.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include "cgroup/fs.h"
 #include "testing/vm_setup.h"
 #include "util/error.h"
+#include "util/process.h"
 
 namespace rundkit {
 
@@ -104,18 +106,76 @@ void write_bytes(int fd, int n) {
   check_sys(::write(fd, b.data(), b.size()), "write", "bench pipe");
 }
 
-void read_bytes(int fd, int n) {
+// The worker's side: one byte, the parent's release.
+void await_byte(int fd) {
+  char c;
+  ssize_t got;
+  while ((got = ::read(fd, &c, 1)) < 0 && errno == EINTR) {
+  }
+  check_sys(got, "read", "bench pipe");
+  if (got == 0)
+    throw Error("bench pipe closed before the release");
+}
+
+// The parent's side: `n` bytes from the workers, or an error naming the
+// first worker that exited before it wrote its byte (no wait forever on
+// one that died).
+void await_workers(int fd, int n, std::vector<Child> &workers) {
+  std::vector<struct pollfd> p;
+  p.push_back({fd, POLLIN, 0});
+  for (const auto &w : workers)
+    p.push_back({w.pidfd().get(), POLLIN, 0});
   char buf[1024];
   while (n > 0) {
-    ssize_t got = ::read(fd, buf, std::min<size_t>(sizeof buf, static_cast<size_t>(n)));
-    if (got < 0 && errno == EINTR)
+    int rc = ::poll(p.data(), p.size(), -1);
+    if (rc < 0 && errno == EINTR)
       continue;
-    check_sys(got, "read", "bench pipe");
-    if (got == 0)
-      throw Error("bench workers exited early");
-    n -= static_cast<int>(got);
+    check_sys(rc, "poll", "bench workers");
+    if (p[0].revents) {
+      ssize_t got = ::read(fd, buf, std::min<size_t>(sizeof buf, static_cast<size_t>(n)));
+      if (got < 0 && errno == EINTR)
+        continue;
+      check_sys(got, "read", "bench pipe");
+      if (got == 0)
+        throw Error("bench workers exited early");
+      n -= static_cast<int>(got);
+      continue;
+    }
+    for (size_t i = 1; i < p.size(); ++i)
+      if (p[i].revents) {
+        Child &w = workers[i - 1];
+        ExitStatus st = w.wait();
+        throw Error(fmt::format("{} {} before the whole round was ready", w.name(),
+                                st.describe()));
+      }
   }
 }
+
+std::pair<Fd, Fd> bench_pipe() {
+  int p[2];
+  check_sys(::pipe2(p, O_CLOEXEC), "pipe", "bench");
+  return {Fd(p[0], "bench pipe"), Fd(p[1], "bench pipe")};
+}
+
+// The round's shared results, unmapped however the round ends.
+class SharedMap {
+public:
+  SharedMap() {
+    mem_ = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                  -1, 0);
+    if (mem_ == MAP_FAILED)
+      throw Error("mmap", "bench results", errno);
+    sh_ = new (mem_) Shared{};
+  }
+  ~SharedMap() { ::munmap(mem_, sizeof(Shared)); }
+  SharedMap(const SharedMap &) = delete;
+  SharedMap &operator=(const SharedMap &) = delete;
+  Shared *operator->() const noexcept { return sh_; }
+
+private:
+  void *mem_;
+  Shared *sh_;
+};
 
 // One worker process per concurrent set-up, as on a real node where each
 // sandbox has its own runtime process: their clone3 calls do not contend on
@@ -150,8 +210,8 @@ SandboxOp whole_sandbox(Backend &b, const std::string &parent, const Limits &lim
           },
           [&b](const std::string &name, pid_t pid) {
             b.release(name);
-            if (pid)
-              ::waitpid(pid, nullptr, 0);
+            if (pid) // the claim left its process to us, its parent
+              Child::adopt(pid, "sandbox " + name).wait();
           }};
 }
 
@@ -172,77 +232,73 @@ SandboxOp mkdir_only(Backend &b, const std::string &parent) {
 
 Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settle_ms,
                 bool from_release) {
-  void *mem = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED)
-    throw Error("mmap", "bench results", errno);
-  auto *sh = new (mem) Shared{};
-  int go[2], ready[2], down[2];
-  check_sys(::pipe(go), "pipe", "bench");
-  check_sys(::pipe(ready), "pipe", "bench");
-  check_sys(::pipe(down), "pipe", "bench");
-  std::vector<pid_t> workers;
+  SharedMap sh;
+  auto [go_r, go_w] = bench_pipe();
+  auto [ready_r, ready_w] = bench_pipe();
+  auto [down_r, down_w] = bench_pipe();
+  // Workers leave by _exit whatever happens in them (fork_worker): an
+  // exception can never unwind into this loop in a worker.  Any return
+  // from here (an error, a fork that failed half-way) kills and reaps
+  // those already made.
+  std::vector<Child> workers;
+  workers.reserve(static_cast<size_t>(conc));
   for (int i = 0; i < conc; ++i) {
-    pid_t w = ::fork();
-    check_sys(w, "fork", "bench worker");
-    if (w == 0) {
-      char c;
-      std::string name = fmt::format("{}-{}", tag, i);
-      pid_t pid = 0;
-      bool made = false;
-      write_bytes(ready[1], 1);
-      while (::read(go[0], &c, 1) < 0 && errno == EINTR) {
-      }
-      auto t0 = from_release ? sh->go : Clock::now();
-      try {
-        pid = op.set_up(name);
-        made = true;
-      } catch (const std::exception &e) {
-        sh->failed[i] = 1;
-        std::snprintf(sh->error, sizeof sh->error, "%s", e.what());
-      }
-      sh->setup_ms[i] = ms_since(t0);
-      write_bytes(ready[1], 1);
-      while (::read(down[0], &c, 1) < 0 && errno == EINTR) {
-      }
-      t0 = from_release ? sh->down : Clock::now();
-      try {
-        if (made)
-          op.tear_down(name, pid);
-      } catch (const std::exception &e) {
-        sh->failed[i] = 1;
-        std::snprintf(sh->error, sizeof sh->error, "%s", e.what());
-      }
-      sh->teardown_ms[i] = ms_since(t0);
-      ::_exit(0);
-    }
-    workers.push_back(w);
+    workers.push_back(fork_worker(
+        [&, i] {
+          std::string name = fmt::format("{}-{}", tag, i);
+          pid_t pid = 0;
+          bool made = false;
+          write_bytes(ready_w.get(), 1);
+          await_byte(go_r.get());
+          auto t0 = from_release ? sh->go : Clock::now();
+          try {
+            pid = op.set_up(name);
+            made = true;
+          } catch (const std::exception &e) {
+            sh->failed[i] = 1;
+            std::snprintf(sh->error, sizeof sh->error, "%s", e.what());
+          }
+          sh->setup_ms[i] = ms_since(t0);
+          write_bytes(ready_w.get(), 1);
+          await_byte(down_r.get());
+          t0 = from_release ? sh->down : Clock::now();
+          try {
+            if (made)
+              op.tear_down(name, pid);
+          } catch (const std::exception &e) {
+            sh->failed[i] = 1;
+            std::snprintf(sh->error, sizeof sh->error, "%s", e.what());
+          }
+          sh->teardown_ms[i] = ms_since(t0);
+          return 0;
+        },
+        {.name = fmt::format("bench worker {}", i)}));
   }
   Round r;
-  read_bytes(ready[0], conc); // all forked and waiting
+  await_workers(ready_r.get(), conc, workers); // all forked and waiting
   std::this_thread::sleep_for(std::chrono::milliseconds(settle_ms));
   sh->go = Clock::now();
-  write_bytes(go[1], conc);
-  read_bytes(ready[0], conc); // all set up
+  write_bytes(go_w.get(), conc);
+  await_workers(ready_r.get(), conc, workers); // all set up
   r.setup_wall_s = ms_since(sh->go) / 1000;
   sh->down = Clock::now();
   auto t0 = sh->down;
-  write_bytes(down[1], conc);
-  for (pid_t w : workers)
-    ::waitpid(w, nullptr, 0);
+  write_bytes(down_w.get(), conc);
+  std::string died;
+  for (auto &w : workers)
+    if (ExitStatus st = w.wait(); !st.ok() && died.empty())
+      died = fmt::format("{} {}", w.name(), st.describe());
   r.teardown_wall_s = ms_since(t0) / 1000;
-  for (int fd : {go[0], go[1], ready[0], ready[1], down[0], down[1]})
-    ::close(fd);
   int failed = 0;
   for (int i = 0; i < conc; ++i) {
     r.setup_ms.push_back(sh->setup_ms[i]);
     r.teardown_ms.push_back(sh->teardown_ms[i]);
     failed += sh->failed[i];
   }
-  std::string first = sh->error;
-  ::munmap(mem, sizeof(Shared));
+  if (!died.empty())
+    throw Error(fmt::format("{} (its teardown is not timed)", died));
   if (failed)
-    throw Error(fmt::format("{} of {} operations failed; one: {}", failed, conc, first));
+    throw Error(fmt::format("{} of {} operations failed; one: {}", failed, conc, sh->error));
   return r;
 }
 
@@ -338,7 +394,8 @@ std::vector<LatencySummary> run_bench(const CgroupBenchOptions &opts, const Prog
       ClaimRequest warm{parent, "warmup", limits, {}, std::nullopt, true, std::nullopt};
       pid_t warm_pid = b->claim(warm).pid;
       b->release("warmup");
-      ::waitpid(warm_pid, nullptr, 0);
+      if (warm_pid)
+        Child::adopt(warm_pid, "warm-up sandbox").wait();
       for (int conc : opts.concurrency) {
         std::vector<double> samples;
         double wall = 0;

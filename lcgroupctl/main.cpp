@@ -244,8 +244,11 @@ int main(int argc, char **argv) {
       auto r = backend->claim(req);
       out.print(to_json(r), text_of(r));
     } else if (*release) {
-      backend->release(name);
-      out.print({{"released", name}}, fmt::format("released {}\n", name));
+      auto left = backend->release(name);
+      std::string text = fmt::format("released {}\n", name);
+      for (const auto &note : left)
+        text += fmt::format("  kept: {}\n", note);
+      out.print({{"released", name}, {"kept", left}}, text);
     } else if (*gc) {
       auto r = backend->gc(gc_parents);
       out.print(to_json(r), text_of(r));

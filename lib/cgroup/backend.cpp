@@ -135,12 +135,54 @@ std::vector<std::string> Backend::claim_paths(const ClaimRecord &rec) const {
 }
 
 void Backend::destroy(const std::vector<std::string> &paths) const {
+  std::vector<Cgroup> held;
+  for (const auto &p : paths)
+    if (auto cg = Cgroup::open(p))
+      held.push_back(std::move(*cg));
+  destroy(held);
+}
+
+void Backend::destroy(const std::vector<Cgroup> &cgroups) const {
   // Kill everywhere first: on v1 the same tasks sit in every hierarchy.
-  for (const auto &p : paths)
-    if (cgfs::exists(p))
-      tree_of(p).kill_all(p);
-  for (const auto &p : paths)
-    cgfs::remove(p);
+  for (const auto &cg : cgroups)
+    tree_of(cg.path()).kill_all(cg);
+  for (const auto &cg : cgroups)
+    cg.remove();
+}
+
+std::vector<std::string> Backend::destroy_claim(const ClaimRecord &rec) const {
+  auto is_pool_entry = [](const std::string &path) {
+    return path.substr(path.rfind('/') + 1).rfind(kReservedPrefix, 0) == 0;
+  };
+  std::vector<Cgroup> held;
+  std::vector<std::string> left;
+  for (const auto &p : claim_paths(rec)) {
+    auto it = std::find(rec.paths.begin(), rec.paths.end(), p);
+    size_t i = static_cast<size_t>(it - rec.paths.begin());
+    std::optional<Cgroup> cg;
+    if (i < rec.ids.size()) {
+      cg = Cgroup::open_if_same(p, rec.ids[i]);
+      if (!cg && cgroup_id(p))
+        left.push_back(fmt::format("'{}' is another cgroup than the claim's (id {} now {}): "
+                                   "left alone",
+                                   p, rec.ids[i], *cgroup_id(p)));
+    } else if (rec.ids.empty() && rec.phase != "claiming") {
+      cg = Cgroup::open(p); // a record from before ids were kept
+    } else if (is_pool_entry(p)) {
+      cg = Cgroup::open(p); // lcgroupctl's reserved names: nobody else's
+    } else if ((cg = Cgroup::open(p)) && !cg->procs().empty()) {
+      // A claim killed between its mkdir and recording the id: the name
+      // was free when it started, and its own cgroup holds no task yet.
+      left.push_back(fmt::format("'{}' holds tasks but the claim never recorded its id: "
+                                 "left alone",
+                                 p));
+      cg.reset();
+    }
+    if (cg)
+      held.push_back(std::move(*cg));
+  }
+  destroy(held);
+  return left;
 }
 
 void Backend::start_process(const ClaimRequest &req, ClaimRecord &rec,
@@ -173,7 +215,8 @@ void Backend::start_process(const ClaimRequest &req, ClaimRecord &rec,
 
 void Backend::stop_parked(const ClaimRecord &rec) {
   for (size_t i = 0; i < trees_.size(); ++i)
-    trees_[i]->kill_all(rec.paths[i]);
+    if (auto cg = Cgroup::open_if_same(rec.paths[i], rec.ids.at(i)))
+      trees_[i]->kill_all(*cg);
 }
 
 ClaimRecord Backend::claim(const ClaimRequest &req) {
@@ -197,6 +240,15 @@ ClaimRecord Backend::claim(const ClaimRequest &req) {
   try {
     Acquired got = acquire(rec, pool);
     rec.paths = got.paths;
+    // Recorded before anything else happens to them: from here on release
+    // and gc act on these cgroups only, whoever takes the name later.
+    for (const auto &p : rec.paths) {
+      auto id = cgroup_id(p);
+      if (!id)
+        throw Error("stat", p, ENOENT);
+      rec.ids.push_back(*id);
+    }
+    state_.update_claim(rec);
     // A pool entry was made with its limits: write only what differs, and
     // record what the cgroup really has.
     Limits todo = rec.limits;
@@ -223,12 +275,13 @@ ClaimRecord Backend::claim(const ClaimRequest &req) {
   return rec;
 }
 
-void Backend::teardown(const ClaimRecord &rec) {
-  destroy(claim_paths(rec));
+std::vector<std::string> Backend::teardown(const ClaimRecord &rec) {
+  auto left = destroy_claim(rec);
   state_.remove_claim(rec.name);
+  return left;
 }
 
-void Backend::release(const std::string &name) {
+std::vector<std::string> Backend::release(const std::string &name) {
   validate_name(name);
   auto rec = state_.read_claim(name);
   if (!rec)
@@ -243,7 +296,19 @@ void Backend::release(const std::string &name) {
   rec->phase = "releasing";
   rec->actor = ProcessId::self(cfg_.proc_root);
   state_.update_claim(*rec);
-  teardown(*rec);
+  return teardown(*rec);
+}
+
+std::string Backend::replaced_or_gone(const ClaimRecord &rec) const {
+  for (size_t i = 0; i < rec.paths.size(); ++i) {
+    auto id = cgroup_id(rec.paths[i]);
+    if (!id)
+      return "its cgroup is gone";
+    if (i < rec.ids.size() && *id != rec.ids[i])
+      return fmt::format("its cgroup '{}' was removed and the name taken by another",
+                         rec.paths[i]);
+  }
+  return "";
 }
 
 GcReport Backend::gc(const std::vector<std::string> &parents) {
@@ -268,15 +333,15 @@ GcReport Backend::gc(const std::vector<std::string> &parents) {
       if (rec->actor.alive(cfg_.proc_root))
         continue; // work in progress
       why = fmt::format("{} interrupted (pid {} gone)", rec->phase, rec->actor.pid);
-    } else if (std::any_of(rec->paths.begin(), rec->paths.end(),
-                           [](const std::string &p) { return !cgfs::exists(p); })) {
-      why = "its cgroup is gone";
+    } else if (auto gone = replaced_or_gone(*rec); !gone.empty()) {
+      why = gone;
     } else if (rec->owner && !rec->owner->alive(cfg_.proc_root)) {
       why = fmt::format("owner pid {} is gone", rec->owner->pid);
     } else {
       continue;
     }
-    teardown(*rec);
+    for (auto &note : teardown(*rec))
+      report.skipped.push_back(fmt::format("claim '{}': {}", name, note));
     report.actions.push_back(fmt::format("removed claim '{}': {}", name, why));
   }
   std::set<std::string> scan;

@@ -91,7 +91,9 @@ public:
   virtual void drain(const std::string &parent, const Progress &progress) = 0;
 
   ClaimRecord claim(const ClaimRequest &req);
-  void release(const std::string &name);
+  // Returns what it left alone and why (a cgroup that is no longer the
+  // claim's: removed by someone else and the name taken again).
+  std::vector<std::string> release(const std::string &name);
   GcReport gc(const std::vector<std::string> &parents);
 
   // Refuses limits no hierarchy can enforce, before anything changes.
@@ -118,7 +120,9 @@ protected:
   // mkdir PARENT/NAME in every tree (the direct way, and a pool miss).
   std::vector<std::string> create_direct(const ClaimRecord &rec);
   // Kills what runs in `paths` and removes them; missing ones are skipped.
+  // For lcgroupctl's own reserved names only (pool entries, parents).
   void destroy(const std::vector<std::string> &paths) const;
+  void destroy(const std::vector<Cgroup> &cgroups) const;
   const Tree &tree_of(const std::string &path) const;
   PoolRef pool_ref(const std::string &parent) const { return PoolRef{name_, parent}; }
   const Config &config() const { return cfg_; }
@@ -128,7 +132,12 @@ private:
                      const std::optional<ProcessId> &parked);
   // A parked process nobody asked for: killed, and waited for.
   void stop_parked(const ClaimRecord &rec);
-  void teardown(const ClaimRecord &rec);
+  // Destroys the claim's own cgroups (by the ids it recorded) and its
+  // record; returns what it left alone and why.
+  std::vector<std::string> teardown(const ClaimRecord &rec);
+  std::vector<std::string> destroy_claim(const ClaimRecord &rec) const;
+  // Why a claimed record no longer has its cgroups; "" if it has.
+  std::string replaced_or_gone(const ClaimRecord &rec) const;
 
   std::string name_;
   std::vector<std::unique_ptr<Tree>> trees_;

@@ -1,6 +1,8 @@
 #include "cgroup/fs.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -46,29 +48,15 @@ void rename(const std::string &from, const std::string &to) {
 }
 
 bool remove(const std::string &path, int timeout_ms) {
-  using clock = std::chrono::steady_clock;
-  auto deadline = clock::now() + std::chrono::milliseconds(timeout_ms);
-  auto pause = std::chrono::microseconds(100);
-  for (;;) {
-    if (::rmdir(path.c_str()) == 0)
-      return true;
-    if (errno == ENOENT)
-      return false;
-    if (errno != EBUSY || clock::now() >= deadline)
-      throw Error("rmdir", path, errno);
-    // Killed tasks leave the cgroup asynchronously; back off, bounded.
-    std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, std::chrono::microseconds(20000));
-  }
+  auto cg = Cgroup::open(path);
+  return cg && cg->remove(timeout_ms);
 }
 
 std::vector<pid_t> procs(const std::string &path) {
-  std::vector<pid_t> out;
-  std::istringstream in(read_file(join(path, kProcs)));
-  pid_t pid;
-  while (in >> pid)
-    out.push_back(pid);
-  return out;
+  auto cg = Cgroup::open(path);
+  if (!cg)
+    throw Error("open", path, ENOENT);
+  return cg->procs();
 }
 
 std::vector<std::string> children(const std::string &path) {
@@ -105,27 +93,129 @@ std::vector<std::string> words(const std::string &path, const std::string &file)
   return out;
 }
 
-} // namespace rundkit::cgfs
-
-#include <signal.h>
-
-namespace rundkit::cgfs {
 
 void kill_until_empty(const std::string &path, int timeout_ms) {
-  using clock = std::chrono::steady_clock;
-  auto deadline = clock::now() + std::chrono::milliseconds(timeout_ms);
-  auto pause = std::chrono::microseconds(50);
-  for (;;) {
-    auto pids = procs(path);
-    if (pids.empty())
-      return;
-    if (clock::now() >= deadline)
-      throw Error("kill tasks of", path, EBUSY);
-    for (pid_t pid : pids)
-      ::kill(pid, SIGKILL);
-    std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, std::chrono::microseconds(20000));
-  }
+  if (auto cg = Cgroup::open(path))
+    cg->kill_until_empty(timeout_ms);
 }
 
 } // namespace rundkit::cgfs
+
+namespace rundkit {
+
+namespace {
+
+// Exponential back-off, bounded by a deadline: killed tasks leave a cgroup
+// asynchronously, so its emptiness and its rmdir are waited for.
+class Backoff {
+public:
+  Backoff(int timeout_ms, std::chrono::microseconds first)
+      : deadline_(clock::now() + std::chrono::milliseconds(timeout_ms)), pause_(first) {}
+  bool expired() const { return clock::now() >= deadline_; }
+  void pause() {
+    std::this_thread::sleep_for(pause_);
+    pause_ = std::min(pause_ * 2, std::chrono::microseconds(20000));
+  }
+
+private:
+  using clock = std::chrono::steady_clock;
+  clock::time_point deadline_;
+  std::chrono::microseconds pause_;
+};
+
+
+std::optional<uint64_t> dir_id_at(int dirfd, const char *name, const std::string &path) {
+  struct stat st;
+  if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH)) < 0) {
+    if (errno == ENOENT || errno == ENOTDIR)
+      return std::nullopt;
+    throw Error("stat", path, errno);
+  }
+  if (!S_ISDIR(st.st_mode))
+    return std::nullopt;
+  return static_cast<uint64_t>(st.st_ino);
+}
+
+std::string dirname_of(const std::string &path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+} // namespace
+
+std::optional<uint64_t> cgroup_id(const std::string &path) {
+  return dir_id_at(AT_FDCWD, path.c_str(), path);
+}
+
+std::optional<Cgroup> Cgroup::open(const std::string &path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
+      return std::nullopt;
+    throw Error("open", path, errno);
+  }
+  Fd dir(fd, path);
+  auto id = dir_id_at(dir.get(), "", path);
+  if (!id)
+    return std::nullopt;
+  return Cgroup(std::move(dir), *id);
+}
+
+std::optional<Cgroup> Cgroup::open_if_same(const std::string &path, uint64_t id) {
+  auto cg = open(path);
+  if (!cg || cg->id() != id)
+    return std::nullopt;
+  return cg;
+}
+
+std::vector<pid_t> Cgroup::procs() const {
+  std::vector<pid_t> out;
+  std::istringstream in(read_file_at(dir_, cgfs::kProcs));
+  pid_t pid;
+  while (in >> pid)
+    out.push_back(pid);
+  return out;
+}
+
+void Cgroup::write(const std::string &file, const std::string &value) const {
+  write_file_at(dir_, file, value);
+}
+
+void Cgroup::kill_until_empty(int timeout_ms) const {
+  Backoff wait(timeout_ms, std::chrono::microseconds(50));
+  for (;;) {
+    auto pids = procs();
+    if (pids.empty())
+      return;
+    if (wait.expired())
+      throw Error("kill tasks of", path(), EBUSY);
+    for (pid_t pid : pids)
+      ::kill(pid, SIGKILL);
+    wait.pause();
+  }
+}
+
+bool Cgroup::remove(int timeout_ms) const {
+  const std::string &p = path();
+  size_t slash = p.rfind('/');
+  std::string name = slash == std::string::npos ? p : p.substr(slash + 1);
+  Fd parent = Fd::open(dirname_of(p), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  Backoff wait(timeout_ms, std::chrono::microseconds(100));
+  for (;;) {
+    // Checked right before each attempt: a newcomer that took the name is
+    // never removed.  (It could only slip in between the check and the
+    // rmdir; then it is empty, has never held a task of ours, and its
+    // maker sees ENOENT.)
+    if (dir_id_at(parent.get(), name.c_str(), p) != id_)
+      return false;
+    if (::unlinkat(parent.get(), name.c_str(), AT_REMOVEDIR) == 0)
+      return true;
+    if (errno == ENOENT)
+      return false;
+    if (errno != EBUSY || wait.expired())
+      throw Error("rmdir", p, errno);
+    wait.pause();
+  }
+}
+
+} // namespace rundkit

@@ -4,8 +4,12 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "util/fd.h"
 
 namespace rundkit::cgfs {
 
@@ -35,10 +39,47 @@ void write(const std::string &path, const std::string &file, const std::string &
 // Words of a space-separated control file (cgroup.controllers, ...).
 std::vector<std::string> words(const std::string &path, const std::string &file);
 
-} // namespace rundkit::cgfs
-
-namespace rundkit::cgfs {
 // SIGKILLs everything listed in cgroup.procs until it stays empty (new
 // tasks may fork in meanwhile); throws Error(EBUSY) after `timeout_ms`.
 void kill_until_empty(const std::string &path, int timeout_ms = 30000);
 } // namespace rundkit::cgfs
+
+namespace rundkit {
+
+// A cgroup held by handle: its directory descriptor and its id, the
+// cgroupfs inode number (on cgroup2 the id bpf and name_to_handle_at use;
+// every v1 hierarchy numbers its own).  A name removed and made again is
+// another cgroup with another id, so a record that kept the id never acts
+// on a newcomer that took the name: the way oomd holds cgroups.
+class Cgroup {
+public:
+  // The cgroup at `path`; nothing if no directory is there.
+  static std::optional<Cgroup> open(const std::string &path);
+  // The cgroup at `path` only if it is still the one with `id`; nothing
+  // if the name is gone or now belongs to another cgroup.
+  static std::optional<Cgroup> open_if_same(const std::string &path, uint64_t id);
+
+  uint64_t id() const noexcept { return id_; }
+  const std::string &path() const noexcept { return dir_.path(); }
+  const Fd &dir() const noexcept { return dir_; }
+
+  std::vector<pid_t> procs() const;
+  void write(const std::string &file, const std::string &value) const;
+  // SIGKILLs what cgroup.procs lists until it stays empty (tasks may fork
+  // meanwhile); throws Error(EBUSY) after `timeout_ms`.
+  void kill_until_empty(int timeout_ms = 30000) const;
+  // rmdir(2) of the name, only while it still names this cgroup, retrying
+  // EBUSY for up to `timeout_ms` while killed tasks finish exiting.  False
+  // if the name is gone or was taken by another cgroup meanwhile.
+  bool remove(int timeout_ms = 30000) const;
+
+private:
+  Cgroup(Fd dir, uint64_t id) noexcept : dir_(std::move(dir)), id_(id) {}
+  Fd dir_;
+  uint64_t id_ = 0;
+};
+
+// The id of the cgroup directory at `path`; nothing if there is none.
+std::optional<uint64_t> cgroup_id(const std::string &path);
+
+} // namespace rundkit

@@ -79,7 +79,8 @@ std::string take_id(const std::string &text) {
 nlohmann::json to_json(const ClaimRecord &r) {
   nlohmann::json j = {{"name", r.name},       {"backend", r.backend}, {"parent", r.parent},
                       {"phase", r.phase},     {"actor", to_json(r.actor)},
-                      {"paths", r.paths},     {"pool_id", r.pool_id}, {"hit", r.hit},
+                      {"paths", r.paths},     {"ids", r.ids},
+                      {"pool_id", r.pool_id}, {"hit", r.hit},
                       {"pid", r.pid},         {"limits", to_json(r.limits)}};
   j["owner"] = r.owner ? to_json(*r.owner) : nlohmann::json(nullptr);
   return j;
@@ -95,6 +96,8 @@ ClaimRecord claim_from_json(const nlohmann::json &j) {
   if (!j.at("owner").is_null())
     r.owner = process_id_from_json(j.at("owner"));
   r.paths = j.at("paths").get<std::vector<std::string>>();
+  if (j.contains("ids"))
+    r.ids = j.at("ids").get<std::vector<uint64_t>>();
   r.pool_id = j.at("pool_id");
   r.hit = j.at("hit");
   r.pid = j.at("pid");

@@ -42,6 +42,11 @@ struct ClaimRecord {
   ProcessId actor;
   std::optional<ProcessId> owner; // gc releases the claim when it is gone
   std::vector<std::string> paths; // cgroup directories, one per hierarchy
+  // The id of each of `paths` (cgroup/fs.h Cgroup), recorded as soon as
+  // they exist: release and gc act only on the cgroups with these ids,
+  // never on another that took the name since.  Empty in records written
+  // before ids were kept, and while a claim has not made its cgroups yet.
+  std::vector<uint64_t> ids;
   std::string pool_id;            // userspace pool entry, when a hit
   bool hit = false;
   pid_t pid = 0; // process started inside, if any

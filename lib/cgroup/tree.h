@@ -59,7 +59,7 @@ public:
     cgfs::write(cg, cgfs::kProcs, std::to_string(pid));
   }
   // Kills every process inside and waits until the cgroup is empty.
-  virtual void kill_all(const std::string &cg) const = 0;
+  virtual void kill_all(const Cgroup &cg) const = 0;
 
 private:
   Hierarchy h_;

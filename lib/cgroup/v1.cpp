@@ -55,7 +55,7 @@ public:
 
   bool children_inherit_device_policy() const override { return false; }
 
-  void kill_all(const std::string &cg) const override { cgfs::kill_until_empty(cg); }
+  void kill_all(const Cgroup &cg) const override { cg.kill_until_empty(); }
 };
 
 class V1Pool : public UserspacePool {

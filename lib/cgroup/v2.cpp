@@ -79,16 +79,16 @@ public:
 
   bool children_inherit_device_policy() const override { return true; }
 
-  void kill_all(const std::string &cg) const override {
+  void kill_all(const Cgroup &cg) const override {
     // cgroup.kill reaches tasks forked while we read cgroup.procs; the loop
     // after it only waits (and covers kernels before 5.14).
     try {
-      cgfs::write(cg, cgfs::kKill, "1");
+      cg.write(cgfs::kKill, "1");
     } catch (const Error &e) {
       if (e.err() != ENOENT)
         throw;
     }
-    cgfs::kill_until_empty(cg);
+    cg.kill_until_empty();
   }
 
 private:

@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include "testing/cgroup_fixture.h"
+#include "util/process.h"
 
 using namespace rundkit;
 using namespace rundkit::cgtest;
@@ -308,6 +309,53 @@ TEST_P(BackendTest, GcRemovesClaimsWhoseCgroupOrOwnerIsGone) {
   auto report = backend_->gc({});
   EXPECT_EQ(report.actions.size(), 2u);
   EXPECT_EQ(backend_->state().claim_names(), std::vector<std::string>{"kept"});
+}
+
+// A claim's cgroups removed by someone else and the name made again by
+// hand, with a task inside: release, gc and a gc finishing an interrupted
+// release must all drop the record and leave the newcomer and its task
+// alone (they act on the cgroup ids the record kept, not on the name).
+TEST_P(BackendTest, ReleaseAndGcLeaveAloneACgroupThatTookTheName) {
+  enum class Ender { release, gc, gc_after_killed_release };
+  for (Ender how : {Ender::release, Ender::gc, Ender::gc_after_killed_release}) {
+    SCOPED_TRACE(static_cast<int>(how));
+    auto r = backend_->claim(request("taken-over"));
+    for (size_t i = 0; i < r.paths.size(); ++i) {
+      ASSERT_TRUE(cgfs::remove(r.paths[i]));
+      cgfs::make(r.paths[i]);
+      backend_->trees()[i]->prepare(r.paths[i]); // v1 cpuset: cpus and mems
+    }
+    SpawnOptions sleeper;
+    sleeper.argv = {"sleep", "1000"};
+    Child newcomer = spawn(sleeper);
+    for (size_t i = 0; i < r.paths.size(); ++i)
+      backend_->trees()[i]->enter(r.paths[i], newcomer.pid());
+    if (how == Ender::release) {
+      auto kept = backend_->release("taken-over");
+      EXPECT_EQ(kept.size(), r.paths.size());
+    } else {
+      if (how == Ender::gc_after_killed_release) {
+        SpawnOptions quick;
+        quick.argv = {"true"};
+        Child gone = spawn(quick);
+        auto actor = ProcessId::of(gone.pid());
+        ASSERT_TRUE(actor);
+        gone.wait();
+        r.phase = "releasing";
+        r.actor = *actor;
+        backend_->state().update_claim(r);
+      }
+      auto report = backend_->gc({parent_});
+      EXPECT_EQ(report.actions.size(), 1u);
+    }
+    EXPECT_FALSE(backend_->state().read_claim("taken-over"));
+    EXPECT_FALSE(newcomer.try_wait()) << "the newcomer's task was killed";
+    for (const auto &p : r.paths)
+      EXPECT_TRUE(cgfs::exists(p)) << p << " was removed";
+    newcomer.kill();
+    for (const auto &p : r.paths)
+      cgfs::remove(p);
+  }
 }
 
 // kill -9 at a random point of fill, claim and release, many times: gc

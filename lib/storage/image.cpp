@@ -2,9 +2,7 @@
 
 #include <endian.h>
 #include <fcntl.h>
-#include <spawn.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,10 +13,9 @@
 #include <fmt/ranges.h>
 
 #include "util/error.h"
+#include "util/process.h"
 #include "util/temp.h"
 #include "storage/layer.h"
-
-extern char **environ;
 
 namespace rundkit {
 
@@ -43,60 +40,26 @@ std::pair<std::string, std::string> split_path(const std::string &path) {
 } // namespace
 
 void run_image_tool(const std::vector<std::string> &argv) {
-  // posix_spawn rather than fork: the benchmark calls this from hundreds of
-  // threads at once, and glibc spawns with CLONE_VFORK without copying the
-  // page tables of a large multi-threaded process.
-  int out[2];
-  check_sys(::pipe2(out, O_CLOEXEC), "pipe", argv.at(0));
-  Fd rd(out[0], argv[0]);
-  Fd wr(out[1], argv[0]);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, wr.get(), 1);
-  posix_spawn_file_actions_adddup2(&fa, wr.get(), 2);
-  std::vector<char *> cargv;
-  for (const auto &a : argv)
-    cargv.push_back(const_cast<char *>(a.c_str()));
-  cargv.push_back(nullptr);
-  pid_t pid = 0;
-  int rc = ::posix_spawnp(&pid, argv[0].c_str(), &fa, nullptr, cargv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0)
-    throw Error("exec", argv[0], rc);
-  wr.reset();
-  std::string output;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(rd.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      int err = errno; // the child is still ours to reap before we throw
-      while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-      }
-      throw Error("read output of", argv[0], err);
-    }
-    if (n == 0)
-      break;
-    output.append(buf, static_cast<size_t>(n));
-  }
-  int status = 0;
-  pid_t reaped;
-  while ((reaped = ::waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
-  }
-  check_sys(reaped, "waitpid", argv[0]);
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+  // util/process spawns as posix_spawn does (CLONE_VM|CLONE_VFORK, see
+  // spawn()): the benchmark calls this from hundreds of threads at once,
+  // and no page table of a large multi-threaded process is copied.
+  SpawnOptions o;
+  o.argv = argv;
+  RunResult r = run(o);
+  if (r.status.ok())
     return;
+  // The tools say why on stderr; a few only on stdout.
+  std::string output = r.stderr_tail.empty() ? r.out : r.stderr_tail;
   if (output.size() > 600)
     output = "..." + output.substr(output.size() - 600);
   while (!output.empty() && output.back() == '\n')
     output.pop_back();
-  std::string how = WIFEXITED(status) ? fmt::format("exit {}", WEXITSTATUS(status))
-                                      : fmt::format("signal {}", WTERMSIG(status));
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+  std::string how = r.status.is_exited() ? fmt::format("exit {}", r.status.code())
+                                         : fmt::format("signal {}", r.status.signal());
+  if (r.status.code() == 127)
     how += ", not installed?";
-  throw Error(fmt::format("'{}' failed ({}): {}", fmt::join(argv, " "), how, output));
+  throw ProcessError(shell_join(argv), r.status, r.stderr_tail,
+                     fmt::format("'{}' failed ({}): {}", fmt::join(argv, " "), how, output));
 }
 
 bool template_fs_supported(const std::string &fs) {

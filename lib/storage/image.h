@@ -18,8 +18,9 @@
 namespace rundkit {
 
 // Runs an external image tool (mkfs.*, qemu-img) to completion with stdin on
-// /dev/null.  Throws rundkit::Error quoting the command, its exit status and
-// the tail of what it printed, so "mkfs.xfs failed" says why.
+// /dev/null.  Throws ProcessError (a rundkit::Error) quoting the command,
+// its exit status and the tail of what it printed, so "mkfs.xfs failed" says
+// why; Error("exec", argv[0], errno) if it cannot be executed.
 void run_image_tool(const std::vector<std::string> &argv);
 
 // File systems `template create` knows how to make (e2fsprogs family).

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "util/fd.h"
+#include "util/process.h"
 
 namespace rundkit {
 
@@ -17,14 +18,16 @@ namespace rundkit {
 // directory it is created inside that cgroup by clone3(CLONE_INTO_CGROUP),
 // so it never runs a single instruction outside it and is never migrated.
 // An empty argv makes a placeholder that sleeps until killed (benchmarks).
-// Destroying a HeldChild that was never started kills and reaps it.
+// Destroying a HeldChild that was never started kills and reaps it; a
+// started one is left running, the caller's child to reap.
+// (A SpawnOptions::held util Child, see util/process.h.)
 class HeldChild {
 public:
-  HeldChild(HeldChild &&) noexcept;
+  HeldChild(HeldChild &&) noexcept = default;
   HeldChild &operator=(HeldChild &&) = delete;
   ~HeldChild();
 
-  pid_t pid() const noexcept { return pid_; }
+  pid_t pid() const noexcept { return child_.pid(); }
   // Opens the gate.  For a command, waits until exec succeeded and throws
   // Error("exec", argv[0], errno) if it did not (the child is reaped).
   void start();
@@ -34,13 +37,8 @@ public:
 private:
   friend HeldChild spawn_held(const std::vector<std::string> &, const Fd *,
                               const std::optional<std::string> &);
-  HeldChild(pid_t pid, Fd gate, Fd exec_status, std::string what)
-      : pid_(pid), gate_(std::move(gate)), exec_status_(std::move(exec_status)),
-        what_(std::move(what)) {}
-  pid_t pid_ = -1;
-  Fd gate_;
-  Fd exec_status_;
-  std::string what_;
+  explicit HeldChild(Child child) noexcept : child_(std::move(child)) {}
+  Child child_;
   bool started_ = false;
 };
 
@@ -49,8 +47,5 @@ private:
 // by a long-lived VMM.  Nothing: inherit all three.
 HeldChild spawn_held(const std::vector<std::string> &argv, const Fd *cgroup2_dir,
                      const std::optional<std::string> &output = std::nullopt);
-
-// SIGKILL and waitpid: for children of this process (benchmark teardown).
-void kill_and_reap(pid_t pid);
 
 } // namespace rundkit

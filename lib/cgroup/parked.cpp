@@ -6,7 +6,6 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,6 +17,7 @@
 
 #include "util/error.h"
 #include "util/fd.h"
+#include "util/process.h"
 
 extern char **environ;
 
@@ -65,8 +65,8 @@ bool read_full(int fd, void *buf, size_t n) {
   return true;
 }
 
-// The parked process.  Forked from a process that may have threads, so
-// only system calls here, on memory allocated before the fork.
+// The parked process.  Forked (fork_worker) from a process that may have
+// threads, so only system calls here, on memory allocated before the fork.
 [[noreturn]] void parked_main(int request_r, int ready_w, char *buf, char **strings) {
   ::setsid();
   ::prctl(PR_SET_NAME, "lcg-parked", 0, 0, 0);
@@ -159,35 +159,6 @@ bool read_full(int fd, void *buf, size_t n) {
   ::_exit(127);
 }
 
-// Writes all of `data`; false on EPIPE (the reader is gone) without
-// letting SIGPIPE kill us.
-bool write_all_nosigpipe(int fd, const std::string &data, const std::string &what) {
-  sigset_t pipe_only, old;
-  sigemptyset(&pipe_only);
-  sigaddset(&pipe_only, SIGPIPE);
-  ::pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
-  size_t off = 0;
-  int err = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      err = errno;
-      break;
-    }
-    off += static_cast<size_t>(n);
-  }
-  if (err == EPIPE) {
-    struct timespec zero = {0, 0};
-    ::sigtimedwait(&pipe_only, nullptr, &zero); // discard our pending SIGPIPE
-  }
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  if (err && err != EPIPE)
-    throw Error("write", what, err);
-  return err == 0;
-}
-
 } // namespace
 
 ProcessId park_process(const std::function<void(pid_t)> &place, const std::string &proc_root) {
@@ -203,30 +174,55 @@ ProcessId park_process(const std::function<void(pid_t)> &place, const std::strin
   std::unique_ptr<char[]> buf(new char[kMaxPayload]);
   std::unique_ptr<char *[]> strings(new char *[kMaxStrings]);
 
-  // Through an intermediate that exits at once, so that the parked
-  // process is init's child, not ours: we are a short-lived CLI.
-  pid_t mid = ::fork();
-  check_sys(mid, "fork", "parked process");
-  if (mid == 0) {
-    pid_t parked = ::fork();
-    if (parked == 0)
-      parked_main(request_r.get(), ready_w.get(), buf.get(), strings.get());
-    int rc = ::write(report_w.get(), &parked, sizeof parked) == sizeof parked && parked > 0;
-    ::_exit(rc ? 0 : 1);
-  }
+  // A double fork, both through fork_worker: the parked process must be
+  // init's child (or a subreaper's), not ours, because it outlives us (we
+  // are a short-lived CLI) and must never be left a zombie of a long-lived
+  // caller (bench, tests) that does not know to reap it.  Only a parent
+  // that exits before it makes that so: the intermediate, which gives the
+  // parked process up (Child::detach) and exits at once.  The intermediate
+  // itself is our Child, reaped here.
+  Child mid = fork_worker(
+      [&]() -> int {
+        struct {
+          pid_t pid;
+          int err;
+        } rep = {0, 0};
+        try {
+          Child parked = fork_worker(
+              [&]() -> int { parked_main(request_r.get(), ready_w.get(), buf.get(), strings.get()); },
+              {.name = "lcg-parked", .flush_stdio = false});
+          rep.pid = parked.pid();
+          parked.detach();
+        } catch (const Error &e) {
+          rep.err = e.err() ? e.err() : EAGAIN;
+        }
+        return ::write(report_w.get(), &rep, sizeof rep) == sizeof rep && rep.pid > 0 ? 0 : 1;
+      },
+      // Nothing buffered is flushed, here or by either child (both leave
+      // by _exit): the intermediate may be a copy of a threaded process.
+      {.name = "parked process (intermediate)", .flush_stdio = false});
   report_w.reset();
   ready_w.reset();
-  int st = 0;
-  while (::waitpid(mid, &st, 0) < 0 && errno == EINTR) {
-  }
-  pid_t pid = 0;
-  if (!read_full(report_r.get(), &pid, sizeof pid) || pid <= 0)
-    throw Error("fork", "parked process", EAGAIN);
+  ExitStatus mid_status = mid.wait();
+  struct {
+    pid_t pid;
+    int err;
+  } rep = {0, 0};
+  if (!read_full(report_r.get(), &rep, sizeof rep) || rep.pid <= 0)
+    throw Error("fork", fmt::format("parked process (intermediate {})", mid_status.describe()),
+                rep.err ? rep.err : EAGAIN);
+  pid_t pid = rep.pid;
   request_r.reset();
+  // Held by a pidfd while we place it: it cannot exit meanwhile (it waits
+  // for 'A' on a pipe we hold), so the pid still names it here.
+  int raw = pidfd_open(pid);
+  check_sys(raw, "pidfd_open", fmt::format("parked process {}", pid));
+  Fd parked_fd(raw, fmt::format("pidfd of parked process {}", pid));
   try {
     place(pid);
   } catch (...) {
-    ::kill(pid, SIGKILL); // it would exit anyway on EOF once we return
+    // It would exit anyway on EOF once we return.
+    ::syscall(SYS_pidfd_send_signal, parked_fd.get(), SIGKILL, nullptr, 0);
     throw;
   }
   auto id = ProcessId::of(pid, proc_root);

@@ -17,6 +17,7 @@
 #include "cgroup/names.h"
 #include "util/cli.h"
 #include "util/error.h"
+#include "util/units.h"
 
 using namespace rundkit;
 
@@ -34,7 +35,19 @@ struct LimitOptions {
   Limits parse() const { return parse_limits(cpus, memory, pids, devices); }
 };
 
-void progress(const std::string &line) { std::cerr << line << "\n"; }
+// Long work reports on a terminal as one line rewritten in place, and says
+// nothing otherwise (a log gets the final result from stdout).
+void progress(const std::string &line) {
+  static const bool tty = ::isatty(STDERR_FILENO);
+  if (tty)
+    std::cerr << "\r\033[K" << line << std::flush;
+}
+
+void end_progress() {
+  static const bool tty = ::isatty(STDERR_FILENO);
+  if (tty)
+    std::cerr << "\r\033[K" << std::flush;
+}
 
 std::string text_of(const ClaimRecord &r) {
   std::string s = fmt::format("claimed {} under {} ({}, {})\n", r.name, r.parent, r.backend,
@@ -75,6 +88,8 @@ std::string text_of(const GcReport &r) {
     s += a + "\n";
   for (const auto &k : r.skipped)
     s += "kept: " + k + "\n";
+  for (const auto &f : r.failed)
+    s += "failed: " + f + "\n";
   return s.empty() ? "nothing to clean\n" : s;
 }
 
@@ -100,11 +115,14 @@ int main(int argc, char **argv) {
   auto *pool = app.add_subcommand("pool", "pre-made cgroups under a parent");
   pool->require_subcommand(1);
   std::string parent, name;
-  size_t size = 0;
+  std::string size_text;
   LimitOptions fill_limits;
   auto *fill = pool->add_subcommand("fill", "make the pool hold SIZE entries");
   fill->add_option("PARENT", parent, "parent cgroup, relative to each hierarchy root")->required();
-  fill->add_option("--size", size, "entries to keep ready")->required();
+  fill->add_option("--size", size_text,
+                   fmt::format("entries to keep ready, 0 to {} (fewer than it holds: trims)",
+                               kMaxPoolSize))
+      ->required();
   fill_limits.add_to(fill);
   bool park = false;
   fill->add_flag("--park", park,
@@ -139,6 +157,10 @@ int main(int argc, char **argv) {
 
   auto *release = app.add_subcommand("release", "kill what runs inside, remove the cgroup");
   release->add_option("NAME", name, "sandbox name")->required();
+  std::string force_parent;
+  release->add_option("--force", force_parent,
+                      "PARENT: release PARENT/NAME from the cgroups alone, for a record that is "
+                      "lost or corrupt (gc names such cgroups)");
 
   auto *gc = app.add_subcommand("gc", "remove what crashed commands left behind");
   std::vector<std::string> gc_parents;
@@ -189,6 +211,16 @@ int main(int argc, char **argv) {
     return *code;
 
   return run_command(out, [&]() -> int {
+    // Every value is checked before anything else happens (exit 2).
+    size_t size = *fill ? parse_count(size_text, "--size", 0, kMaxPoolSize) : 0;
+    if (*fill)
+      fill_limits.parse();
+    if (*claim) {
+      claim_limits.parse();
+      validate_name(name);
+    }
+    if (*release)
+      validate_name(name);
     if (*info) {
       auto j = host_info(cfg);
       out.print(j, text_of_info(j));
@@ -214,6 +246,7 @@ int main(int argc, char **argv) {
     auto backend = make_backend(cfg, detect_layout(cfg.layout));
     if (*fill) {
       backend->fill(parent, size, fill_limits.parse(), park, progress);
+      end_progress();
       auto s = backend->status(parent);
       out.print(to_json(s), text_of(s));
     } else if (*status) {
@@ -221,6 +254,7 @@ int main(int argc, char **argv) {
       out.print(to_json(s), text_of(s));
     } else if (*drain) {
       backend->drain(parent, progress);
+      end_progress();
       auto s = backend->status(parent);
       out.print(to_json(s), text_of(s));
     } else if (*pcreate) {
@@ -244,7 +278,8 @@ int main(int argc, char **argv) {
       auto r = backend->claim(req);
       out.print(to_json(r), text_of(r));
     } else if (*release) {
-      auto left = backend->release(name);
+      auto left = force_parent.empty() ? backend->release(name)
+                                       : backend->force_release(force_parent, name);
       std::string text = fmt::format("released {}\n", name);
       for (const auto &note : left)
         text += fmt::format("  kept: {}\n", note);
@@ -252,6 +287,8 @@ int main(int argc, char **argv) {
     } else if (*gc) {
       auto r = backend->gc(gc_parents);
       out.print(to_json(r), text_of(r));
+      if (!r.failed.empty())
+        return kExitFailure;
     }
     return kExitOk;
   });

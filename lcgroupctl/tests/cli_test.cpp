@@ -6,6 +6,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <sys/stat.h>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -189,7 +192,7 @@ protected:
     if (state_.empty())
       return;
     with({"gc"});
-    for (const auto &name : {"s1"})
+    for (const auto &name : {"s1", "s2", "s3"})
       with({"release", name});
     with({"parent", "remove", parent_});
     std::filesystem::remove_all(state_);
@@ -238,4 +241,296 @@ TEST_F(CliFlow, FillClaimReleaseDrain) {
   EXPECT_EQ(with({"gc"}).code, 0);
   auto drain = with({"pool", "drain", parent_});
   EXPECT_EQ(nlohmann::json::parse(drain.out)["available"], 0);
+}
+
+// Issue 10 (adversarial input): every value is checked against the range
+// the kernel takes before anything happens; a size never wraps.
+TEST(Cli, SizesAndLimitsAreCheckedAgainstTheirRangesBeforeAnyWork) {
+  std::string parent = rundkit::cgtest::unique_parent("range");
+  for (const char *size : {"-1", "18446744073709551615", "18446744073709551616", "4097", "",
+                           "0x10", " 1", "1e3"}) {
+    auto r = run({"pool", "fill", parent, "--size", size});
+    EXPECT_EQ(r.code, 2) << "--size '" << size << "': " << r.err;
+    EXPECT_NE(r.err.find("--size"), std::string::npos) << r.err;
+  }
+  for (std::vector<std::string> bad : {std::vector<std::string>{"--pids", "4194305"},
+                                       {"--pids", "0"},
+                                       {"--pids", "-5"},
+                                       {"--pids", "0x10"},
+                                       {"--memory", "100"},
+                                       {"--memory", "0x100"},
+                                       {"--memory", "9223372036854775808"},
+                                       {"--cpus", "0"},
+                                       {"--cpus", "nan"}}) {
+    std::vector<std::string> args = {"claim", parent, "s"};
+    args.insert(args.end(), bad.begin(), bad.end());
+    auto r = run(args);
+    EXPECT_EQ(r.code, 2) << bad[0] << " " << bad[1] << ": " << r.err;
+  }
+  // "max" is a value: no limit (the missing parent is the only problem).
+  for (const char *opt : {"--memory", "--cpus", "--pids"}) {
+    auto r = run({"claim", parent, "s", opt, "max"});
+    EXPECT_EQ(r.code, 1) << opt << " max: " << r.err;
+  }
+}
+
+TEST(Cli, NamesThatAreControlFilesOrHoldControlCharactersAreRefused) {
+  for (const char *name : {"tasks", "notify_on_release", "release_agent", "cgroup.procs",
+                           "memory.limit_in_bytes", "cpu.shares", "cpuset.cpus", "pids.max",
+                           "io.max", "devices.allow", "freezer.state", "a\tb", "a\x1b[2Jb",
+                           "a\rb", "a\x7f"}) {
+    auto r = run({"claim", "p", name});
+    EXPECT_EQ(r.code, 2) << "'" << name << "': " << r.err;
+    EXPECT_NE(r.err.find("invalid name"), std::string::npos) << r.err;
+  }
+  for (const char *parent : {"p/tasks", "p/cpu.shares", "p/a\tb", "memory.x/p"}) {
+    auto r = run({"parent", "create", parent});
+    EXPECT_EQ(r.code, 2) << "'" << parent << "': " << r.err;
+  }
+}
+
+TEST(Cli, StateDirectoryMustBeAbsolute) {
+  for (const char *dir : {"", "relative/state", "."}) {
+    auto r = run({"--state-dir", dir, "gc"});
+    EXPECT_EQ(r.code, 2) << "'" << dir << "': " << r.err;
+    EXPECT_NE(r.err.find("absolute path"), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists("/claims"));
+  EXPECT_FALSE(std::filesystem::exists("relative"));
+}
+
+TEST(Cli, UnknownCommandIsNamedWithWhatTheObjectTakes) {
+  auto r = run({"pool", "frobnicate", "p"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("unknown command 'frobnicate' for 'pool'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("fill, status, drain"), std::string::npos) << r.err;
+  r = run({"pool"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("'pool' needs a command"), std::string::npos) << r.err;
+}
+
+// The hierarchies lcgroupctl uses here, from its own info.
+std::vector<std::string> used_mount_points() {
+  std::vector<std::string> out;
+  auto j = nlohmann::json::parse(run({"--json", "info"}).out);
+  for (const auto &h : j["hierarchies"])
+    if (h["used"].get<bool>())
+      out.push_back(h["mount_point"]);
+  return out;
+}
+
+TEST_F(CliFlow, ParentCreateRefusesControlFilesAndLeavesNothing) {
+  ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
+  // Names the static rules let through but that exist as files somewhere.
+  for (const char *file : {"cgroup.procs", "tasks", "cpu.shares", "memory.limit_in_bytes"}) {
+    auto r = with({"parent", "create", parent_ + "/" + file + "/below"});
+    EXPECT_EQ(r.code, 2) << file << ": " << r.out;
+    for (const auto &mp : used_mount_points()) {
+      struct stat st;
+      std::string p = mp + "/" + parent_ + "/" + file;
+      EXPECT_FALSE(::lstat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) << p << " was made";
+    }
+  }
+}
+
+TEST_F(CliFlow, DuplicateAndBadOutputErrorsSayWhatHappened) {
+  ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
+  ASSERT_EQ(with({"claim", parent_, "s1"}).code, 0);
+  auto dup = with({"claim", parent_, "s1"});
+  EXPECT_EQ(dup.code, 1);
+  EXPECT_NE(dup.out.find("claim 's1' already exists"), std::string::npos) << dup.out;
+  EXPECT_EQ(dup.out.find("mkdir"), std::string::npos) << dup.out;
+  auto bad = with({"claim", parent_, "s2", "--output", "/nonexistent-dir/log", "--", "/bin/true"});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.out.find("--output '/nonexistent-dir/log'"), std::string::npos) << bad.out;
+  EXPECT_EQ(with({"release", "s2"}).code, 1) << "a record of the refused claim stayed";
+}
+
+TEST_F(CliFlow, FillTopUpKeepsDefaultsAndASmallerFillTrims) {
+  ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
+  ASSERT_EQ(with({"pool", "fill", parent_, "--size", "2", "--pids", "16"}).code, 0);
+  auto top = nlohmann::json::parse(with({"pool", "fill", parent_, "--size", "3"}).out);
+  EXPECT_EQ(top["available"], 3);
+  EXPECT_EQ(top["defaults"]["pids"], 16) << top;
+  auto trim = nlohmann::json::parse(with({"pool", "fill", parent_, "--size", "1"}).out);
+  EXPECT_EQ(trim["available"], 1) << trim;
+  EXPECT_EQ(trim["target"], 1);
+}
+
+// Entries made under other defaults are handed out with exactly what the
+// claim asks for (or the pool's current defaults): a limit an entry was
+// made with is removed when the claim wants none.
+TEST_F(CliFlow, ClaimGetsExactlyItsLimitsWhateverEntryItDraws) {
+  ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
+  ASSERT_EQ(with({"pool", "fill", parent_, "--size", "2", "--pids", "16"}).code, 0);
+  ASSERT_EQ(with({"pool", "fill", parent_, "--size", "4", "--pids", "max"}).code, 0);
+  for (const char *name : {"s1", "s2", "s3"}) {
+    auto c = with({"claim", parent_, name});
+    ASSERT_EQ(c.code, 0) << c.out;
+    auto j = nlohmann::json::parse(c.out);
+    for (const auto &p : j["paths"]) {
+      std::string path = p.get<std::string>() + "/pids.max";
+      if (::access(path.c_str(), F_OK) == 0) {
+        EXPECT_EQ(rundkit::read_file(path), "max\n") << name << " drew " << j["pool_id"];
+      }
+    }
+  }
+  auto one = with({"claim", parent_, "s4", "--pids", "20"});
+  if (one.code == 0) {
+    for (const auto &p : nlohmann::json::parse(one.out)["paths"]) {
+      std::string path = p.get<std::string>() + "/pids.max";
+      if (::access(path.c_str(), F_OK) == 0) {
+        EXPECT_EQ(rundkit::read_file(path), "20\n");
+      }
+    }
+    with({"release", "s4"});
+  }
+}
+
+TEST_F(CliFlow, GcCleansTheRestPastABadRecordAndNamesUnknownCgroups) {
+  ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
+  // A corrupt record, and a claim whose owner is gone.
+  std::filesystem::create_directories(state_ + "/claims");
+  std::ofstream(state_ + "/claims/broken.json") << "{not json";
+  pid_t owner = ::fork();
+  if (owner == 0)
+    ::_exit(0);
+  auto orphan = with({"claim", parent_, "s1", "--owner", std::to_string(owner)});
+  ::waitpid(owner, nullptr, 0);
+  ASSERT_EQ(orphan.code, 0) << orphan.out;
+  // A cgroup nobody recorded (its state directory was lost).
+  for (const auto &mp : used_mount_points())
+    ::mkdir((mp + "/" + parent_ + "/stray").c_str(), 0755);
+  auto gc = with({"gc", parent_});
+  EXPECT_EQ(gc.code, 0) << gc.out;
+  auto j = nlohmann::json::parse(gc.out);
+  EXPECT_NE(j["removed"].dump().find("'s1'"), std::string::npos) << gc.out;
+  EXPECT_NE(j["skipped"].dump().find("broken"), std::string::npos) << gc.out;
+  EXPECT_NE(j["skipped"].dump().find("stray"), std::string::npos) << gc.out;
+  // The way out for both: a release from the cgroups alone.
+  EXPECT_EQ(with({"release", "broken", "--force", parent_}).code, 0);
+  EXPECT_FALSE(std::filesystem::exists(state_ + "/claims/broken.json"));
+  EXPECT_EQ(with({"release", "stray", "--force", parent_}).code, 0);
+  for (const auto &mp : used_mount_points())
+    EXPECT_FALSE(std::filesystem::exists(mp + "/" + parent_ + "/stray"));
+}
+
+TEST_F(CliFlow, GcLeavesAnotherStateDirectorysPoolAlone) {
+  ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
+  ASSERT_EQ(with({"pool", "fill", parent_, "--size", "2"}).code, 0);
+  std::string other = rundkit::cgtest::make_temp_dir("cli-other");
+  auto gc = run({"--json", "--state-dir", other, "gc", parent_});
+  EXPECT_EQ(gc.code, 0) << gc.out;
+  std::filesystem::remove_all(other);
+  auto st = nlohmann::json::parse(with({"pool", "status", parent_}).out);
+  EXPECT_EQ(st["available"], 2);
+  if (st["backend"] != "kernel-pool") {
+    ASSERT_EQ(with({"claim", parent_, "s1"}).code, 0);
+    ASSERT_EQ(with({"claim", parent_, "s2"}).code, 0);
+    EXPECT_EQ(nlohmann::json::parse(with({"pool", "status", parent_}).out)["hits"], 2)
+        << "the other state directory's gc destroyed our entries";
+  }
+}
+
+TEST_F(CliFlow, ConcurrentReleasesOfOneNameSucceedExactlyOnce) {
+  ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_EQ(with({"claim", parent_, "s1", "--", "/bin/sleep", "1000"}).code, 0);
+    std::vector<pid_t> kids;
+    for (int i = 0; i < 10; ++i) {
+      pid_t k = ::fork();
+      if (k == 0) {
+        auto r = with({"release", "s1"});
+        bool clear = r.code == 0 || r.out.find("no claim named 's1'") != std::string::npos;
+        ::_exit(r.code == 0 ? 0 : clear ? 1 : 3);
+      }
+      kids.push_back(k);
+    }
+    int ok = 0, clear_miss = 0;
+    for (pid_t k : kids) {
+      int st = 0;
+      ::waitpid(k, &st, 0);
+      ok += WEXITSTATUS(st) == 0;
+      clear_miss += WEXITSTATUS(st) == 1;
+    }
+    EXPECT_EQ(ok, 1);
+    EXPECT_EQ(clear_miss, 9) << "a release failed with something else than 'no claim named'";
+  }
+}
+
+TEST_F(CliFlow, ConcurrentFillsMeetTheTargetAndDrainWins) {
+  ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
+  std::vector<pid_t> kids;
+  for (int i = 0; i < 3; ++i) {
+    pid_t k = ::fork();
+    if (k == 0)
+      ::_exit(with({"pool", "fill", parent_, "--size", "15"}).code);
+    kids.push_back(k);
+  }
+  for (pid_t k : kids)
+    ::waitpid(k, nullptr, 0);
+  auto st = nlohmann::json::parse(with({"pool", "status", parent_}).out);
+  EXPECT_EQ(st["available"], 15) << st;
+  // A drain while a fill runs: the drain wins, nothing stays.
+  pid_t filler = ::fork();
+  if (filler == 0)
+    ::_exit(with({"pool", "fill", parent_, "--size", "400"}).code);
+  for (int i = 0; i < 2000; ++i) {
+    auto now = nlohmann::json::parse(with({"pool", "status", parent_}).out);
+    if (now["target"] == 400 && now["available"] > 20)
+      break;
+  }
+  EXPECT_EQ(with({"pool", "drain", parent_}).code, 0);
+  ::waitpid(filler, nullptr, 0);
+  st = nlohmann::json::parse(with({"pool", "status", parent_}).out);
+  EXPECT_EQ(st["available"], 0) << st;
+  EXPECT_EQ(st["target"], 0) << st;
+}
+
+TEST_F(CliFlow, StagedFilesOfKilledWritersAreCollectedAndAFullStateDirCanRelease) {
+  ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
+  // A writer killed between writing its temp file and linking it.
+  pid_t gone = ::fork();
+  if (gone == 0)
+    ::_exit(0);
+  std::string stat = rundkit::read_file("/proc/" + std::to_string(gone) + "/stat");
+  ::waitpid(gone, nullptr, 0);
+  std::string after_comm = stat.substr(stat.rfind(')') + 2);
+  std::istringstream fields(after_comm);
+  std::string field, start;
+  for (int i = 3; i <= 22 && fields >> field; ++i)
+    if (i == 22)
+      start = field;
+  std::filesystem::create_directories(state_ + "/tmp");
+  std::string stale = state_ + "/tmp/" + std::to_string(gone) + "-" + start + ".1.0";
+  std::ofstream(stale) << "{}";
+  EXPECT_EQ(with({"gc"}).code, 0);
+  EXPECT_FALSE(std::filesystem::exists(stale));
+
+  // A full state directory (a 256 KiB tmpfs, filled up).
+  std::string small = rundkit::cgtest::make_temp_dir("cli-full");
+  ASSERT_EQ(::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=256k"), 0);
+  auto on_small = [&](std::vector<std::string> more) {
+    std::vector<std::string> v = {"--json", "--state-dir", small};
+    v.insert(v.end(), more.begin(), more.end());
+    return run(v);
+  };
+  ASSERT_EQ(on_small({"claim", parent_, "s3"}).code, 0);
+  {
+    int fd = ::open((small + "/filler").c_str(), O_WRONLY | O_CREAT, 0600);
+    std::string block(4096, 'x');
+    while (::write(fd, block.data(), block.size()) > 0) {
+    }
+    ::close(fd);
+  }
+  EXPECT_NE(on_small({"claim", parent_, "s2"}).code, 0);
+  auto rel = on_small({"release", "s3"});
+  EXPECT_EQ(rel.code, 0) << rel.out;
+  std::vector<std::string> left;
+  if (std::filesystem::exists(small + "/tmp"))
+    for (const auto &e : std::filesystem::directory_iterator(small + "/tmp"))
+      left.push_back(e.path());
+  EXPECT_TRUE(left.empty()) << left.size() << " temp files left, first " << left.front();
+  ::umount2(small.c_str(), MNT_DETACH);
+  std::filesystem::remove_all(small);
 }

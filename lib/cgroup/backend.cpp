@@ -3,10 +3,12 @@
 #include "cgroup/backend.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -21,18 +23,33 @@ namespace rundkit {
 
 namespace {
 
-// The part of `want` that a cgroup which already has `has` still needs.
+// What a cgroup that already has `has` (a pool entry, made with the
+// pool's defaults of its day) needs written to end with exactly `want`:
+// what differs, and "max" or no device policy where the entry limits
+// something `want` does not.
 Limits still_needed(const Limits &want, const Limits &has) {
-  Limits out = want;
-  if (out.cpus == has.cpus)
-    out.cpus.reset();
-  if (out.memory_bytes == has.memory_bytes)
-    out.memory_bytes.reset();
-  if (out.pids == has.pids)
-    out.pids.reset();
-  if (out.devices == has.devices)
-    out.devices.reset();
+  Limits out;
+  auto field = [](auto &todo, const auto &w, const auto &h, auto unlimited) {
+    auto target = w ? *w : unlimited;
+    if (target != (h ? *h : unlimited))
+      todo = target;
+  };
+  field(out.cpus, want.cpus, has.cpus, kCpusMax);
+  field(out.memory_bytes, want.memory_bytes, has.memory_bytes, kMemoryMax);
+  field(out.pids, want.pids, has.pids, kPidsMax);
+  field(out.devices, want.devices, has.devices, DevicePolicy::kInherit);
   return out;
+}
+
+// An --output file is opened by the started process; open it here first,
+// so that a bad path is reported as such before anything is made.
+void check_output(const std::optional<std::string> &output) {
+  if (!output)
+    return;
+  int fd = ::open(output->c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0)
+    throw InputError(fmt::format("cannot open --output '{}': {}", *output, std::strerror(errno)));
+  ::close(fd);
 }
 
 } // namespace
@@ -50,10 +67,32 @@ void Backend::require_parent(const std::string &parent) const {
 
 void Backend::create_parent(const std::string &raw) {
   std::string parent = normalize_parent(raw);
+  // Checked in every tree before anything is made: a component that is a
+  // control file (P/tasks, P/cpu.shares) is no parent in any of them.
   for (const auto &t : trees_) {
-    for (const auto &made : cgfs::make_all(t->path(parent)))
-      t->prepare(made);
-    t->enable_for_children(parent);
+    std::string dir = t->hierarchy().mount_point;
+    for (const auto &part : path_components(parent)) {
+      dir = cgfs::join(dir, part);
+      struct stat st;
+      if (::lstat(dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+        throw InputError(fmt::format("invalid parent '{}': '{}' is a control file, not a cgroup",
+                                     parent, dir));
+    }
+  }
+  std::vector<std::string> made;
+  try {
+    for (const auto &t : trees_) {
+      for (const auto &dir : cgfs::make_all(t->path(parent))) {
+        made.push_back(dir);
+        t->prepare(dir);
+      }
+      t->enable_for_children(parent);
+    }
+  } catch (...) {
+    // Undo what this call made, innermost first; what existed stays.
+    for (auto it = made.rbegin(); it != made.rend(); ++it)
+      ::rmdir(it->c_str());
+    throw;
   }
 }
 
@@ -68,11 +107,12 @@ void Backend::remove_parent(const std::string &raw) {
 
 void Backend::check_enforceable(const std::string &parent, const Limits &l) const {
   std::vector<std::string> wanted;
-  if (l.cpus)
+  // "max" needs no controller: nothing to enforce.
+  if (l.limits_cpus())
     wanted.push_back("cpu");
-  if (l.memory_bytes)
+  if (l.limits_memory())
     wanted.push_back("memory");
-  if (l.pids)
+  if (l.limits_pids())
     wanted.push_back("pids");
   if (l.devices && *l.devices != DevicePolicy::kInherit)
     wanted.push_back("devices");
@@ -221,6 +261,7 @@ void Backend::stop_parked(const ClaimRecord &rec) {
 
 ClaimRecord Backend::claim(const ClaimRequest &req) {
   validate_name(req.name);
+  check_output(req.output);
   ClaimRecord rec;
   rec.name = req.name;
   rec.parent = normalize_parent(req.parent);
@@ -231,14 +272,37 @@ ClaimRecord Backend::claim(const ClaimRequest &req) {
   auto pool = state_.read_pool(pool_ref(rec.parent));
   rec.limits = pool ? Limits::merge(pool->defaults, req.limits) : req.limits;
   check_enforceable(rec.parent, rec.limits);
-  // Never adopt (and later tear down) a cgroup someone else made.
-  for (const auto &t : trees_)
-    if (cgfs::exists(t->path(cgfs::join(rec.parent, rec.name))))
-      throw Error("mkdir", t->path(cgfs::join(rec.parent, rec.name)), EEXIST);
+  if (auto other = state_.read_claim(rec.name))
+    throw Error(fmt::format("claim '{}' already exists under '{}' (release it first)", rec.name,
+                            other->parent));
+  // Never adopt (and later tear down) a cgroup someone else made; a
+  // control file of that name is no place for a sandbox either.
+  for (const auto &t : trees_) {
+    std::string p = t->path(cgfs::join(rec.parent, rec.name));
+    struct stat st;
+    if (::lstat(p.c_str(), &st) == 0)
+      throw InputError(
+          S_ISDIR(st.st_mode)
+              ? fmt::format("cannot claim '{}': the cgroup '{}' exists and is not a claim of this "
+                            "state directory ({})",
+                            rec.name, p, state_.root())
+              : fmt::format("invalid name '{}': '{}' is a control file of the parent", rec.name,
+                            p));
+  }
 
   state_.create_claim(rec); // from here on gc can find and undo everything
   try {
     Acquired got = acquire(rec, pool);
+    if (got.has && got.has->devices == DevicePolicy::kOciDefault &&
+        rec.limits.devices != DevicePolicy::kOciDefault &&
+        std::any_of(trees_.begin(), trees_.end(),
+                    [](const auto &t) { return !t->can_clear_device_policy(); })) {
+      // An entry whose device policy cannot be taken off: not this
+      // claim's; made directly instead (a miss).
+      destroy(got.paths);
+      got = Acquired{create_direct(rec), {}, {}};
+      rec.hit = false;
+    }
     rec.paths = got.paths;
     // Recorded before anything else happens to them: from here on release
     // and gc act on these cgroups only, whoever takes the name later.
@@ -249,12 +313,12 @@ ClaimRecord Backend::claim(const ClaimRequest &req) {
       rec.ids.push_back(*id);
     }
     state_.update_claim(rec);
-    // A pool entry was made with its limits: write only what differs, and
-    // record what the cgroup really has.
+    // A pool entry was made with the defaults of its day: write what
+    // differs, so the claim ends with exactly the limits it asked for.
     Limits todo = rec.limits;
     if (got.has) {
       todo = still_needed(rec.limits, *got.has);
-      rec.limits = Limits::merge(*got.has, rec.limits);
+      rec.limits = Limits::merge(rec.limits, todo);
     }
     for (size_t i = 0; i < trees_.size(); ++i)
       trees_[i]->apply(rec.paths[i], todo);
@@ -264,6 +328,7 @@ ClaimRecord Backend::claim(const ClaimRequest &req) {
       stop_parked(rec);
     rec.phase = "claimed";
     state_.update_claim(rec);
+    count_outcome(rec); // only claims that succeeded count as hits or misses
   } catch (...) {
     try {
       teardown(rec);
@@ -283,6 +348,10 @@ std::vector<std::string> Backend::teardown(const ClaimRecord &rec) {
 
 std::vector<std::string> Backend::release(const std::string &name) {
   validate_name(name);
+  // Serialised per name with other releases and gc: the record is read
+  // under the lock, so a release that was slowed down never tears down a
+  // newer claim from what it read before.
+  Fd held = state_.lock("claim:" + name);
   auto rec = state_.read_claim(name);
   if (!rec)
     throw Error(fmt::format("no claim named '{}' in {}/claims", name, state_.root()));
@@ -295,8 +364,45 @@ std::vector<std::string> Backend::release(const std::string &name) {
   // instead of leaving a claimed record over a half-removed cgroup.
   rec->phase = "releasing";
   rec->actor = ProcessId::self(cfg_.proc_root);
-  state_.update_claim(*rec);
-  return teardown(*rec);
+  std::vector<std::string> notes;
+  try {
+    state_.update_claim(*rec);
+  } catch (const Error &e) {
+    // A full state directory must not stop a release, which frees space.
+    // Killed from here on, the record still says claimed: gc then finds
+    // its cgroup gone and finishes.
+    if (e.err() != ENOSPC && e.err() != EDQUOT)
+      throw;
+    notes.push_back(fmt::format("could not mark the claim releasing ({}): released anyway",
+                                e.what()));
+  }
+  for (auto &n : teardown(*rec))
+    notes.push_back(std::move(n));
+  return notes;
+}
+
+std::vector<std::string> Backend::force_release(const std::string &raw_parent,
+                                                const std::string &name) {
+  validate_name(name);
+  std::string parent = normalize_parent(raw_parent);
+  Fd held = state_.lock("claim:" + name);
+  std::vector<std::string> notes;
+  std::vector<std::string> paths;
+  for (const auto &t : trees_)
+    paths.push_back(t->path(cgfs::join(parent, name)));
+  // The record may be corrupt or lost: it is not read, only removed.
+  try {
+    if (auto rec = state_.read_claim(name); rec && rec->parent != parent)
+      throw InputError(fmt::format("claim '{}' is under '{}', not '{}'", name, rec->parent,
+                                   parent));
+  } catch (const InputError &) {
+    throw;
+  } catch (const Error &e) {
+    notes.push_back(fmt::format("record unreadable, removed: {}", e.what()));
+  }
+  destroy(paths);
+  state_.remove_claim(name);
+  return notes;
 }
 
 std::string Backend::replaced_or_gone(const ClaimRecord &rec) const {
@@ -314,36 +420,56 @@ std::string Backend::replaced_or_gone(const ClaimRecord &rec) const {
 GcReport Backend::gc(const std::vector<std::string> &parents) {
   GcReport report;
   for (const auto &name : state_.claim_names()) {
+    try {
+      gc_claim(name, report);
+    } catch (const std::exception &e) {
+      // One bad record never stops gc from cleaning the rest.
+      report.failed.push_back(fmt::format("claim '{}': {}", name, e.what()));
+    }
+  }
+  for (const auto &path : state_.gc_staging(cfg_.proc_root))
+    report.actions.push_back(fmt::format("removed staged file '{}' of a killed writer", path));
+  gc_parents(parents, report);
+  return report;
+}
+
+void Backend::gc_claim(const std::string &name, GcReport &report) {
+  Fd held = state_.lock("claim:" + name);
+  {
     std::optional<ClaimRecord> rec;
     try {
       rec = state_.read_claim(name);
     } catch (const Error &e) {
-      report.skipped.push_back(e.what());
-      continue;
+      report.skipped.push_back(fmt::format("{} (lcgroupctl release --force PARENT {} removes it)",
+                                           e.what(), name));
+      return;
     }
     if (!rec)
-      continue; // released meanwhile
+      return; // released meanwhile
     if (rec->backend != name_) {
       report.skipped.push_back(
           fmt::format("claim '{}': belongs to the {} backend", name, rec->backend));
-      continue;
+      return;
     }
     std::string why;
     if (rec->phase != "claimed") {
       if (rec->actor.alive(cfg_.proc_root))
-        continue; // work in progress
+        return; // work in progress
       why = fmt::format("{} interrupted (pid {} gone)", rec->phase, rec->actor.pid);
     } else if (auto gone = replaced_or_gone(*rec); !gone.empty()) {
       why = gone;
     } else if (rec->owner && !rec->owner->alive(cfg_.proc_root)) {
       why = fmt::format("owner pid {} is gone", rec->owner->pid);
     } else {
-      continue;
+      return;
     }
     for (auto &note : teardown(*rec))
       report.skipped.push_back(fmt::format("claim '{}': {}", name, note));
     report.actions.push_back(fmt::format("removed claim '{}': {}", name, why));
   }
+}
+
+void Backend::gc_parents(const std::vector<std::string> &parents, GcReport &report) {
   std::set<std::string> scan;
   for (const auto &p : parents)
     scan.insert(normalize_parent(p));
@@ -354,12 +480,43 @@ GcReport Backend::gc(const std::vector<std::string> &parents) {
     bool present = std::all_of(trees_.begin(), trees_.end(), [&](const auto &t) {
       return cgfs::exists(t->path(parent));
     });
-    if (present)
-      gc_pool(parent, report);
-    else
+    if (!present) {
       report.skipped.push_back(fmt::format("pool '{}': parent cgroup missing", parent));
+      continue;
+    }
+    try {
+      gc_pool(parent, report);
+      report_unknown_children(parent, report);
+    } catch (const std::exception &e) {
+      report.failed.push_back(fmt::format("pool '{}': {}", parent, e.what()));
+    }
   }
-  return report;
+}
+
+void Backend::report_unknown_children(const std::string &parent, GcReport &report) const {
+  // Children of PARENT that no record of this state directory names: a
+  // lost state directory leaks them silently otherwise.
+  std::set<std::string> known;
+  for (const auto &name : state_.claim_names()) {
+    known.insert(name);
+    try {
+      if (auto rec = state_.read_claim(name))
+        for (const auto &p : rec->paths)
+          known.insert(p.substr(p.rfind('/') + 1));
+    } catch (const Error &) {
+      // Reported by gc_claim.
+    }
+  }
+  std::set<std::string> unknown;
+  for (const auto &t : trees_)
+    for (const auto &child : cgfs::children(t->path(parent)))
+      if (!known.count(child) && child.rfind(kReservedPrefix, 0) != 0)
+        unknown.insert(child);
+  for (const auto &child : unknown)
+    report.skipped.push_back(fmt::format(
+        "cgroup '{}/{}': no claim of {} names it (if it is a lost claim: lcgroupctl release "
+        "--force {} {})",
+        parent, child, state_.root(), parent, child));
 }
 
 std::string pick_backend(const Layout &layout) {
@@ -392,7 +549,7 @@ nlohmann::json to_json(const PoolStatus &s) {
 }
 
 nlohmann::json to_json(const GcReport &r) {
-  return {{"removed", r.actions}, {"skipped", r.skipped}};
+  return {{"removed", r.actions}, {"skipped", r.skipped}, {"failed", r.failed}};
 }
 
 } // namespace rundkit

@@ -59,7 +59,12 @@ struct PoolStatus {
 struct GcReport {
   std::vector<std::string> actions; // one line per thing removed
   std::vector<std::string> skipped; // kept, and why
+  std::vector<std::string> failed;  // could not be cleaned (gc exits 1), and why
 };
+
+// The most entries a userspace pool keeps (cgroups: this times the
+// hierarchies): RunD's densest node ran 2,500 sandboxes.
+inline constexpr size_t kMaxPoolSize = 4096;
 
 using Progress = std::function<void(const std::string &)>;
 
@@ -94,6 +99,10 @@ public:
   // Returns what it left alone and why (a cgroup that is no longer the
   // claim's: removed by someone else and the name taken again).
   std::vector<std::string> release(const std::string &name);
+  // Releases PARENT/NAME from the cgroups alone, whatever the record says
+  // (lost, corrupt): kills what runs inside, removes the cgroups and any
+  // record of NAME.
+  std::vector<std::string> force_release(const std::string &parent, const std::string &name);
   GcReport gc(const std::vector<std::string> &parents);
 
   // Refuses limits no hierarchy can enforce, before anything changes.
@@ -117,6 +126,8 @@ protected:
     (void)parent;
     (void)report;
   }
+  // Counts a claim that succeeded as a hit or a miss (userspace pools).
+  virtual void count_outcome(const ClaimRecord &rec) { (void)rec; }
   // mkdir PARENT/NAME in every tree (the direct way, and a pool miss).
   std::vector<std::string> create_direct(const ClaimRecord &rec);
   // Kills what runs in `paths` and removes them; missing ones are skipped.
@@ -138,6 +149,9 @@ private:
   std::vector<std::string> destroy_claim(const ClaimRecord &rec) const;
   // Why a claimed record no longer has its cgroups; "" if it has.
   std::string replaced_or_gone(const ClaimRecord &rec) const;
+  void gc_claim(const std::string &name, GcReport &report);
+  void gc_parents(const std::vector<std::string> &parents, GcReport &report);
+  void report_unknown_children(const std::string &parent, GcReport &report) const;
 
   std::string name_;
   std::vector<std::unique_ptr<Tree>> trees_;

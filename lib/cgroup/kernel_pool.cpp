@@ -52,7 +52,7 @@ class KernelPool : public Backend {
 public:
   using Backend::Backend;
 
-  void fill(const std::string &raw, size_t size, const Limits &defaults, bool park,
+  void fill(const std::string &raw, size_t size, const Limits &given, bool park,
             const Progress &progress) override {
     std::string parent = normalize_parent(raw);
     if (park)
@@ -63,8 +63,11 @@ public:
                                    kMaxKernelPool));
     require_parent(parent);
     require_pool_file(parent);
-    check_enforceable(parent, defaults);
+    Fd held = state().lock("pool:" + parent);
     auto before = state().read_pool(pool_ref(parent));
+    // A top-up without limit options keeps the defaults (as userspace pools).
+    Limits defaults = before ? Limits::merge(before->defaults, given) : given;
+    check_enforceable(parent, defaults);
     if (parent_polices_devices(defaults) &&
         !(before && parent_polices_devices(before->defaults)))
       for (const auto &t : trees())

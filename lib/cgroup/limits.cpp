@@ -26,6 +26,8 @@ Limits Limits::merge(const Limits &base, const Limits &over) {
 }
 
 double parse_cpus(const std::string &text) {
+  if (text == "max")
+    return kCpusMax;
   char *end = nullptr;
   errno = 0;
   double v = std::strtod(text.c_str(), &end);
@@ -41,17 +43,22 @@ double parse_cpus(const std::string &text) {
 }
 
 
+uint64_t parse_memory(const std::string &text) {
+  if (text == "max")
+    return kMemoryMax;
+  uint64_t v = parse_size(text);
+  if (v < kMemoryLimitMin)
+    throw InputError(fmt::format("invalid memory '{}': at least {} bytes (one page)", text,
+                                 kMemoryLimitMin));
+  if (v > kMemoryLimitMax)
+    throw InputError(fmt::format("invalid memory '{}': below 2^63 bytes", text));
+  return v;
+}
+
 int64_t parse_pids(const std::string &text) {
   if (text == "max")
-    return -1;
-  char *end = nullptr;
-  errno = 0;
-  long long v = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || errno || *end)
-    throw InputError(fmt::format("invalid pids '{}': expected a count or 'max'", text));
-  if (v <= 0)
-    throw InputError(fmt::format("invalid pids '{}': must be greater than 0", text));
-  return v;
+    return kPidsMax;
+  return static_cast<int64_t>(parse_count(text, "pids", 1, kPidsLimitMax));
 }
 
 DevicePolicy parse_device_policy(const std::string &text) {
@@ -75,7 +82,7 @@ Limits parse_limits(const std::optional<std::string> &cpus,
   if (cpus)
     l.cpus = parse_cpus(*cpus);
   if (memory)
-    l.memory_bytes = parse_size(*memory);
+    l.memory_bytes = parse_memory(*memory);
   if (pids)
     l.pids = parse_pids(*pids);
   if (devices)
@@ -85,12 +92,14 @@ Limits parse_limits(const std::optional<std::string> &cpus,
 
 nlohmann::json to_json(const Limits &l) {
   nlohmann::json j = nlohmann::json::object();
+  // "max" in JSON as in the kernel's files, not as its sentinel.
   if (l.cpus)
-    j["cpus"] = *l.cpus;
+    j["cpus"] = l.limits_cpus() ? nlohmann::json(*l.cpus) : nlohmann::json("max");
   if (l.memory_bytes)
-    j["memory_bytes"] = *l.memory_bytes;
+    j["memory_bytes"] =
+        l.limits_memory() ? nlohmann::json(*l.memory_bytes) : nlohmann::json("max");
   if (l.pids)
-    j["pids"] = *l.pids;
+    j["pids"] = l.limits_pids() ? nlohmann::json(*l.pids) : nlohmann::json("max");
   if (l.devices)
     j["devices"] = device_policy_name(*l.devices);
   return j;
@@ -98,12 +107,13 @@ nlohmann::json to_json(const Limits &l) {
 
 Limits limits_from_json(const nlohmann::json &j) {
   Limits l;
+  auto is_max = [&](const char *k) { return j[k].is_string() && j[k] == "max"; };
   if (j.contains("cpus"))
-    l.cpus = j["cpus"].get<double>();
+    l.cpus = is_max("cpus") ? kCpusMax : j["cpus"].get<double>();
   if (j.contains("memory_bytes"))
-    l.memory_bytes = j["memory_bytes"].get<uint64_t>();
+    l.memory_bytes = is_max("memory_bytes") ? kMemoryMax : j["memory_bytes"].get<uint64_t>();
   if (j.contains("pids"))
-    l.pids = j["pids"].get<int64_t>();
+    l.pids = is_max("pids") ? kPidsMax : j["pids"].get<int64_t>();
   if (j.contains("devices"))
     l.devices = parse_device_policy(j["devices"].get<std::string>());
   return l;

@@ -1,5 +1,7 @@
 #include "cgroup/names.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "util/error.h"
@@ -14,20 +16,50 @@ void validate_name(const std::string &name) {
     throw bad("empty");
   if (name.find('/') != std::string::npos)
     throw bad("contains '/'");
-  if (name.find('\n') != std::string::npos)
-    throw bad("contains a newline");
-  if (name.find('\0') != std::string::npos)
-    throw bad("contains a NUL byte");
+  for (unsigned char c : name)
+    if (c < 0x20 || c == 0x7f)
+      throw bad(c == '\n' ? "contains a newline" : "contains a control character");
   if (name == "." || name == "..")
     throw bad("not a cgroup name");
   if (name.size() > 200)
     throw bad("longer than 200 bytes");
   if (name.rfind(kReservedPrefix, 0) == 0)
     throw bad("the 'lcg-' prefix is reserved for pool entries");
-  // Names are also state file names; control files use dots, so a name
-  // like "cgroup.procs" would clash with the kernel's own files.
-  if (name.rfind("cgroup.", 0) == 0)
-    throw bad("the 'cgroup.' prefix is the kernel's");
+  if (auto why = control_file_name_reason(name); !why.empty())
+    throw bad(why.c_str());
+}
+
+std::string control_file_name_reason(const std::string &part) {
+  // v1 keeps these in every cgroup directory (the last two in the root).
+  for (const char *file : {"tasks", "notify_on_release", "release_agent"})
+    if (part == file)
+      return fmt::format("'{}' is a cgroup v1 control file", file);
+  // Every controller's files are CONTROLLER.KEY, cgroup2's core ones
+  // cgroup.KEY; a controller this kernel lacks may come with the next.
+  static const char *const kPrefixes[] = {
+      "cgroup", "cpu",     "cpuacct",  "cpuset",  "memory", "memsw",  "pids",  "devices",
+      "freezer", "blkio",  "io",       "hugetlb", "net_cls", "net_prio", "perf_event",
+      "rdma",   "misc",    "irq"};
+  size_t dot = part.find('.');
+  if (dot != std::string::npos)
+    for (const char *prefix : kPrefixes)
+      if (part.compare(0, dot, prefix) == 0)
+        return fmt::format("the '{}.' prefix names the kernel's control files", prefix);
+  return "";
+}
+
+std::vector<std::string> path_components(const std::string &parent) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < parent.size()) {
+    size_t j = parent.find('/', i);
+    if (j == std::string::npos)
+      j = parent.size();
+    if (j > i)
+      out.push_back(parent.substr(i, j - i));
+    i = j + 1;
+  }
+  return out;
 }
 
 std::string normalize_parent(const std::string &parent) {
@@ -41,9 +73,13 @@ std::string normalize_parent(const std::string &parent) {
     i = j + 1;
     if (part.empty())
       continue;
-    if (part == "." || part == ".." || part.find('\n') != std::string::npos)
+    bool control = std::any_of(part.begin(), part.end(),
+                               [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+    if (part == "." || part == ".." || control)
       throw InputError(fmt::format("invalid parent '{}': component '{}'", parent,
-                                   part == "\n" ? "\\n" : part));
+                                   control ? "with a control character" : part));
+    if (auto why = control_file_name_reason(part); !why.empty())
+      throw InputError(fmt::format("invalid parent '{}': component '{}': {}", parent, part, why));
     out += (out.empty() ? "" : "/") + part;
   }
   if (out.empty())

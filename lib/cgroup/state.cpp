@@ -1,12 +1,15 @@
 #include "cgroup/state.h"
 
 #include <dirent.h>
+#include <sys/file.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
+#include <functional>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -150,7 +153,43 @@ std::string unescape_key(const std::string &key) {
   return out;
 }
 
-StateDir::StateDir(std::string root) : root_(std::move(root)) {}
+StateDir::StateDir(std::string root) : root_(std::move(root)) {
+  // Relative: it would depend on the working directory; empty: the
+  // records would land in /claims and /pools.
+  if (root_.empty() || root_[0] != '/')
+    throw InputError(fmt::format("invalid state directory '{}': an absolute path is needed", root_));
+  while (root_.size() > 1 && root_.back() == '/')
+    root_.pop_back();
+}
+
+Fd StateDir::lock(const std::string &what) const {
+  // A fixed set of lock files, picked by hash: their number stays bounded
+  // however many names come and go, and two names rarely share one.
+  mkdir_p(root_ + "/locks");
+  std::string path =
+      fmt::format("{}/locks/{:02x}", root_, std::hash<std::string>{}(what) % kLockStripes);
+  Fd fd = Fd::open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  while (::flock(fd.get(), LOCK_EX) < 0)
+    if (errno != EINTR)
+      throw Error("flock", path, errno);
+  return fd;
+}
+
+std::vector<std::string> StateDir::gc_staging(const std::string &proc_root) {
+  std::vector<std::string> removed;
+  for (const auto &f : list_dir(root_ + "/tmp")) {
+    unsigned long long pid = 0, start = 0;
+    if (std::sscanf(f.c_str(), "%llu-%llu.", &pid, &start) != 2)
+      continue; // not ours: leave it
+    ProcessId writer{static_cast<pid_t>(pid), start};
+    if (writer.alive(proc_root))
+      continue;
+    std::string p = root_ + "/tmp/" + f;
+    if (::unlink(p.c_str()) == 0)
+      removed.push_back(p);
+  }
+  return removed;
+}
 
 void StateDir::ensure_dirs(const PoolRef *pool) const {
   mkdir_p(root_ + "/tmp");
@@ -167,25 +206,47 @@ std::string StateDir::pool_dir(const PoolRef &pool) const {
   return fmt::format("{}/pools/{}/{}", root_, pool.backend, escape_key(pool.parent));
 }
 
-std::string StateDir::stage(const std::string &data) {
-  static std::atomic<unsigned long> seq{0};
-  ensure_dirs(nullptr);
-  std::string path = fmt::format("{}/tmp/{}.{}.{}", root_, ::getpid(), ::gettid(), seq++);
-  Fd fd = Fd::open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
-  ssize_t n = ::write(fd.get(), data.data(), data.size());
-  check_sys(n, "write", path);
-  if (static_cast<size_t>(n) != data.size())
-    throw Error("write", path, EIO);
-  return path;
-}
+// A temp file staged for one link(2)/rename(2) into place; removed on
+// destruction unless committed, so no failing command leaves one behind.
+// Its name carries the writer's pid and start time: gc removes the files of
+// writers killed between writing and linking (StateDir::gc_staging).
+class StateDir::Staged {
+public:
+  Staged(const StateDir &dir, const std::string &data) {
+    static std::atomic<unsigned long> seq{0};
+    dir.ensure_dirs(nullptr);
+    ProcessId self = ProcessId::self();
+    path_ = fmt::format("{}/tmp/{}-{}.{}.{}", dir.root(), self.pid, self.start, ::gettid(), seq++);
+    Fd fd = Fd::open(path_, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    try {
+      ssize_t n = ::write(fd.get(), data.data(), data.size());
+      check_sys(n, "write", path_);
+      if (static_cast<size_t>(n) != data.size())
+        throw Error("write", path_, EIO);
+    } catch (...) {
+      ::unlink(path_.c_str());
+      throw;
+    }
+  }
+  ~Staged() { ::unlink(path_.c_str()); } // harmless after a rename: ENOENT
+  Staged(const Staged &) = delete;
+  Staged &operator=(const Staged &) = delete;
+  const std::string &path() const { return path_; }
+  // rename(2) into place.
+  void replace(const std::string &dst) {
+    check_sys(::rename(path_.c_str(), dst.c_str()), "rename", dst);
+  }
+
+private:
+  std::string path_;
+};
 
 void StateDir::create_claim(const ClaimRecord &r) {
-  std::string tmp = stage(to_json(r).dump());
+  Staged tmp(*this, to_json(r).dump());
   std::string dst = claim_path(r.name, "json");
   // link(2), unlike rename(2), refuses to replace: the reservation.
-  int rc = ::link(tmp.c_str(), dst.c_str());
+  int rc = ::link(tmp.path().c_str(), dst.c_str());
   int err = errno;
-  ::unlink(tmp.c_str());
   if (rc < 0) {
     if (err == EEXIST)
       throw Error(fmt::format("claim '{}' already exists (see {})", r.name, dst));
@@ -194,9 +255,7 @@ void StateDir::create_claim(const ClaimRecord &r) {
 }
 
 void StateDir::update_claim(const ClaimRecord &r) {
-  std::string tmp = stage(to_json(r).dump());
-  std::string dst = claim_path(r.name, "json");
-  check_sys(::rename(tmp.c_str(), dst.c_str()), "rename", dst);
+  Staged(*this, to_json(r).dump()).replace(claim_path(r.name, "json"));
 }
 
 std::optional<ClaimRecord> StateDir::read_claim(const std::string &name) const {
@@ -269,11 +328,25 @@ std::vector<std::string> StateDir::taken_ids() const {
   return out;
 }
 
+void StateDir::begin_entry(const PoolRef &pool, const std::string &id) {
+  ensure_dirs(&pool);
+  mkdir_p(pool_dir(pool) + "/making");
+  Fd::open(pool_dir(pool) + "/making/" + id, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+}
+
+void StateDir::end_entry(const PoolRef &pool, const std::string &id) {
+  std::string p = pool_dir(pool) + "/making/" + id;
+  if (::unlink(p.c_str()) < 0 && errno != ENOENT)
+    throw Error("unlink", p, errno);
+}
+
+std::vector<std::string> StateDir::entries_in_making(const PoolRef &pool) const {
+  return list_dir(pool_dir(pool) + "/making");
+}
+
 void StateDir::publish_token(const PoolRef &pool, const PoolEntry &entry) {
   ensure_dirs(&pool);
-  std::string tmp = stage(to_json(entry).dump());
-  std::string dst = pool_dir(pool) + "/tokens/" + entry.id;
-  check_sys(::rename(tmp.c_str(), dst.c_str()), "rename", dst);
+  Staged(*this, to_json(entry).dump()).replace(pool_dir(pool) + "/tokens/" + entry.id);
 }
 
 std::vector<std::string> StateDir::tokens(const PoolRef &pool) const {
@@ -283,7 +356,8 @@ std::vector<std::string> StateDir::tokens(const PoolRef &pool) const {
 bool StateDir::withdraw_token(const PoolRef &pool, const std::string &id) {
   ensure_dirs(nullptr);
   std::string src = pool_dir(pool) + "/tokens/" + id;
-  std::string tmp = fmt::format("{}/tmp/withdrawn.{}.{}", root_, ::getpid(), id);
+  ProcessId self = ProcessId::self();
+  std::string tmp = fmt::format("{}/tmp/{}-{}.withdrawn.{}", root_, self.pid, self.start, id);
   if (::rename(src.c_str(), tmp.c_str()) < 0) {
     if (errno == ENOENT)
       return false;
@@ -312,19 +386,18 @@ void StateDir::write_pool(const PoolRef &pool, const PoolConfig &cfg) {
   ensure_dirs(&pool);
   nlohmann::json j = {
       {"parent", cfg.parent}, {"target", cfg.target}, {"defaults", to_json(cfg.defaults)}};
-  std::string tmp = stage(j.dump());
-  std::string dst = pool_dir(pool) + "/pool.json";
-  check_sys(::rename(tmp.c_str(), dst.c_str()), "rename", dst);
+  Staged(*this, j.dump()).replace(pool_dir(pool) + "/pool.json");
 }
 
 void StateDir::remove_pool(const PoolRef &pool) {
   std::string dir = pool_dir(pool);
   for (const auto &f : {"pool.json", "hits", "misses"}) {
+    // (making/ is empty once no fill runs; a non-empty one stays: ENOTEMPTY)
     std::string p = dir + "/" + f;
     if (::unlink(p.c_str()) < 0 && errno != ENOENT)
       throw Error("unlink", p, errno);
   }
-  for (const auto &d : {dir + "/tokens", dir})
+  for (const auto &d : {dir + "/tokens", dir + "/making", dir})
     if (::rmdir(d.c_str()) < 0 && errno != ENOENT && errno != ENOTEMPTY)
       throw Error("rmdir", d, errno);
 }

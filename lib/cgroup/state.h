@@ -10,8 +10,12 @@
 //   pools/BACKEND/KEY/tokens/ID    one per fully configured pool entry: the
 //                                  limits it was made with and its parked
 //                                  process, if any (JSON)
+//   pools/BACKEND/KEY/making/ID    an entry being made (before its mkdir)
 //   pools/BACKEND/KEY/hits|misses  append-only counters: size = count
-//   tmp/                           staging for the atomic steps
+//   tmp/PID-START.*                staging for the atomic steps (gc removes
+//                                  those whose writer is gone)
+//   locks/NN                       flock(2) stripes: release, gc and fill
+//                                  of one name or pool run one at a time
 //
 // No fsync: /run is tmpfs and so are the cgroups the records describe; a
 // reboot loses both together.
@@ -27,6 +31,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "cgroup/limits.h"
+#include "util/fd.h"
 #include "util/proc.h"
 
 namespace rundkit {
@@ -81,8 +86,15 @@ struct PoolRef {
 
 class StateDir {
 public:
+  // Throws InputError unless `root` is an absolute path.
   explicit StateDir(std::string root);
   const std::string &root() const { return root_; }
+
+  // An exclusive flock(2) for `what` (a claim name, a pool), held until the
+  // returned descriptor closes; the kernel drops it if we are killed.
+  Fd lock(const std::string &what) const;
+  // Removes staged temp files whose writer is gone; returns their paths.
+  std::vector<std::string> gc_staging(const std::string &proc_root = "/proc");
 
   // Reserves NAME: fails with Error(EEXIST) naming the claim if it exists.
   void create_claim(const ClaimRecord &r);
@@ -100,6 +112,14 @@ public:
   // Every pool entry id currently held by a claim.
   std::vector<std::string> taken_ids() const;
 
+  // An entry being made is recorded before its first mkdir and forgotten
+  // once published or destroyed: gc removes only entries this state
+  // directory made (a pool of another state directory under the same
+  // parent is not ours to judge).
+  void begin_entry(const PoolRef &pool, const std::string &id);
+  void end_entry(const PoolRef &pool, const std::string &id);
+  std::vector<std::string> entries_in_making(const PoolRef &pool) const;
+
   void publish_token(const PoolRef &pool, const PoolEntry &entry);
   std::vector<std::string> tokens(const PoolRef &pool) const;
   // Withdraws one token (drain, gc); false if someone took it first.
@@ -116,7 +136,8 @@ public:
 private:
   std::string claim_path(const std::string &name, const char *ext) const;
   std::string pool_dir(const PoolRef &pool) const;
-  std::string stage(const std::string &data); // writes a temp file, returns its path
+  class Staged;
+  static constexpr size_t kLockStripes = 64;
   void ensure_dirs(const PoolRef *pool) const;
 
   std::string root_;

@@ -51,6 +51,11 @@ public:
   // before it (cgroup2: a BPF program of an ancestor runs for every
   // descendant; v1 copies the parent's list once, at the child's mkdir).
   virtual bool children_inherit_device_policy() const = 0;
+  // Whether apply() of DevicePolicy::kInherit takes a policy off again
+  // (v1: devices.allow "a"; cgroup2 would have to find and detach the
+  // program, so a pool entry made with one is not handed to a claim
+  // that wants none).
+  virtual bool can_clear_device_policy() const { return true; }
   // Writes the limits this tree enforces; others are ignored.
   virtual void apply(const std::string &cg, const Limits &l) const = 0;
   // Moves the existing process `pid` in (cgroup.procs: the same on both

@@ -8,6 +8,7 @@
 
 #include "cgroup/names.h"
 #include "cgroup/parked.h"
+#include "util/error.h"
 
 namespace rundkit {
 
@@ -34,18 +35,37 @@ std::string UserspacePool::new_entry_id() {
   return fmt::format("{}-{}-{}", self.pid, self.start, seq++);
 }
 
-void UserspacePool::fill(const std::string &raw, size_t size, const Limits &defaults, bool park,
+void UserspacePool::fill(const std::string &raw, size_t size, const Limits &given, bool park,
                          const Progress &progress) {
   std::string parent = normalize_parent(raw);
+  if (size > kMaxPoolSize)
+    throw InputError(fmt::format("invalid size {}: a pool holds at most {} entries", size,
+                                 kMaxPoolSize));
   require_parent(parent);
-  check_enforceable(parent, defaults);
   PoolRef ref = pool_ref(parent);
+  // One fill (or drain) of a pool at a time: concurrent fills would each
+  // count the same tokens and overshoot the target together.
+  Fd held = state().lock("pool:" + parent);
+  auto before = state().read_pool(ref);
+  // A top-up without limit options keeps the pool's defaults; an option
+  // replaces its field ("max" clears it).
+  Limits defaults = before ? Limits::merge(before->defaults, given) : given;
+  check_enforceable(parent, defaults);
   state().write_pool(ref, PoolConfig{parent, size, defaults});
-  size_t have = state().tokens(ref).size();
-  size_t need = size > have ? size - have : 0;
+  auto tokens = state().tokens(ref);
+  if (tokens.size() > size) {
+    trim(parent, tokens.size() - size, progress);
+    return;
+  }
+  size_t need = size - tokens.size();
   for (size_t i = 0; i < need; ++i) {
+    // A drain (or a later fill) changed the target: it wins, we stop.
+    auto now = state().read_pool(ref);
+    if (!now || now->target != size)
+      break;
     std::string id = new_entry_id();
     PoolEntry entry{id, defaults, std::nullopt};
+    state().begin_entry(ref, id);
     try {
       make_entry(parent, id, defaults);
       if (park)
@@ -56,14 +76,41 @@ void UserspacePool::fill(const std::string &raw, size_t size, const Limits &defa
     } catch (...) {
       try {
         destroy(entry_paths(parent, id));
+        state().end_entry(ref, id);
       } catch (const std::exception &) {
         // gc removes it: the maker (us) will be gone by then.
       }
       throw;
     }
     state().publish_token(ref, entry);
-    if (progress && (i + 1 == need || (i + 1) % 25 == 0))
+    state().end_entry(ref, id);
+    if (progress)
       progress(fmt::format("pool {}: {}/{} entries made", parent, i + 1, need));
+  }
+}
+
+bool UserspacePool::withdraw_and_destroy(const std::string &parent, const std::string &id) {
+  PoolRef ref = pool_ref(parent);
+  // Recorded as in the making again first: killed between the withdraw
+  // and the destroy, gc still knows the entry is ours.
+  state().begin_entry(ref, id);
+  bool ours = state().withdraw_token(ref, id);
+  if (ours)
+    destroy(entry_paths(parent, id));
+  state().end_entry(ref, id);
+  return ours;
+}
+
+void UserspacePool::trim(const std::string &parent, size_t extra, const Progress &progress) {
+  PoolRef ref = pool_ref(parent);
+  size_t done = 0;
+  for (const auto &id : state().tokens(ref)) {
+    if (done == extra)
+      break;
+    if (!withdraw_and_destroy(parent, id))
+      continue; // a claim took it: one fewer to trim
+    if (progress)
+      progress(fmt::format("pool {}: {}/{} extra entries removed", parent, ++done, extra));
   }
 }
 
@@ -88,17 +135,19 @@ void UserspacePool::drain(const std::string &raw, const Progress &progress) {
   std::string parent = normalize_parent(raw);
   require_parent(parent);
   PoolRef ref = pool_ref(parent);
+  // Target 0 first, without the lock: a running fill sees it before its
+  // next entry and stops, so the drain wins; then wait for it to stop.
   if (auto cfg = state().read_pool(ref)) {
     cfg->target = 0;
     state().write_pool(ref, *cfg);
   }
+  Fd held = state().lock("pool:" + parent);
   auto ids = state().tokens(ref);
   size_t done = 0;
   for (const auto &id : ids) {
-    if (state().withdraw_token(ref, id))
-      destroy(entry_paths(parent, id));
-    if (progress && (++done == ids.size() || done % 25 == 0))
-      progress(fmt::format("pool {}: {}/{} entries removed", parent, done, ids.size()));
+    withdraw_and_destroy(parent, id);
+    if (progress)
+      progress(fmt::format("pool {}: {}/{} entries removed", parent, ++done, ids.size()));
   }
 }
 
@@ -107,12 +156,14 @@ Backend::Acquired UserspacePool::acquire(ClaimRecord &rec, const std::optional<P
   if (auto entry = state().take_token(ref, rec.name)) {
     rec.hit = true;
     rec.pool_id = entry->id;
-    state().count(ref, "hits");
     return {claim_entry(rec, entry->id), entry->limits, entry->parked};
   }
-  // An empty pool is not an error: create directly and count the miss.
-  state().count(ref, "misses");
+  // An empty pool is not an error: create directly (a miss).
   return {create_direct(rec), {}, {}};
+}
+
+void UserspacePool::count_outcome(const ClaimRecord &rec) {
+  state().count(pool_ref(rec.parent), rec.hit ? "hits" : "misses");
 }
 
 std::vector<std::string> UserspacePool::claim_paths(const ClaimRecord &rec) const {
@@ -137,8 +188,7 @@ void UserspacePool::gc_pool(const std::string &parent, GcReport &report) {
   auto tokens = state().tokens(ref);
   std::set<std::string> published(tokens.begin(), tokens.end());
   for (const auto &id : tokens)
-    if (!entry_whole(parent, id) && state().withdraw_token(ref, id)) {
-      destroy(entry_paths(parent, id));
+    if (!entry_whole(parent, id) && withdraw_and_destroy(parent, id)) {
       report.actions.push_back(fmt::format("removed broken pool entry {} of '{}'", id, parent));
     }
   std::set<std::string> seen;
@@ -148,18 +198,29 @@ void UserspacePool::gc_pool(const std::string &parent, GcReport &report) {
         seen.insert(id);
   auto taken_list = state().taken_ids();
   std::set<std::string> taken(taken_list.begin(), taken_list.end());
-  for (const auto &id : seen) {
-    if (published.count(id) || taken.count(id))
-      continue;
+  auto making_list = state().entries_in_making(ref);
+  std::set<std::string> making(making_list.begin(), making_list.end());
+  for (const auto &id : making) {
     auto maker = maker_of(id);
-    if (maker && maker->alive(config().proc_root)) {
+    bool alive = maker && maker->alive(config().proc_root);
+    if (alive) {
       report.skipped.push_back(
           fmt::format("pool entry {} of '{}': pid {} is making it", id, parent, maker->pid));
       continue;
     }
-    destroy(entry_paths(parent, id));
-    report.actions.push_back(fmt::format("removed half-made pool entry {} of '{}'", id, parent));
+    if (!published.count(id) && !taken.count(id)) {
+      destroy(entry_paths(parent, id));
+      report.actions.push_back(fmt::format("removed half-made pool entry {} of '{}'", id, parent));
+    }
+    state().end_entry(ref, id);
   }
+  for (const auto &id : seen)
+    if (!published.count(id) && !taken.count(id) && !making.count(id))
+      // Made under another state directory (or before entries were
+      // recorded while made): not provably ours, so left alone.
+      report.skipped.push_back(fmt::format(
+          "pool entry {} of '{}': not made through {} (another state directory's?)", id, parent,
+          state().root()));
 }
 
 } // namespace rundkit

@@ -38,6 +38,7 @@ protected:
   Acquired acquire(ClaimRecord &rec, const std::optional<PoolConfig> &pool) override;
   std::vector<std::string> claim_paths(const ClaimRecord &rec) const override;
   void gc_pool(const std::string &parent, GcReport &report) override;
+  void count_outcome(const ClaimRecord &rec) override;
 
   // Makes entry `id` complete with `defaults`, ready for its token.
   virtual void make_entry(const std::string &parent, const std::string &id,
@@ -51,6 +52,11 @@ protected:
 
 private:
   std::string new_entry_id();
+  // Withdraws and destroys `extra` published entries (a fill below what
+  // the pool holds).
+  void trim(const std::string &parent, size_t extra, const Progress &progress);
+  // Withdraws entry `id`'s token and destroys it; false if a claim took it.
+  bool withdraw_and_destroy(const std::string &parent, const std::string &id);
 };
 
 } // namespace rundkit

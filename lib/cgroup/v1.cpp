@@ -41,11 +41,15 @@ public:
     const auto &c = hierarchy().controllers;
     // The period stays at the kernel's default, 100 ms (kCpuPeriodUs).
     if (l.cpus && c.count("cpu"))
-      cgfs::write(cg, "cpu.cfs_quota_us", std::to_string(std::llround(*l.cpus * kCpuPeriodUs)));
+      cgfs::write(cg, "cpu.cfs_quota_us",
+                  l.limits_cpus() ? std::to_string(std::llround(*l.cpus * kCpuPeriodUs)) : "-1");
     if (l.memory_bytes && c.count("memory"))
-      cgfs::write(cg, "memory.limit_in_bytes", std::to_string(*l.memory_bytes));
+      cgfs::write(cg, "memory.limit_in_bytes",
+                  l.limits_memory() ? std::to_string(*l.memory_bytes) : "-1");
     if (l.pids && c.count("pids"))
-      cgfs::write(cg, "pids.max", *l.pids < 0 ? "max" : std::to_string(*l.pids));
+      cgfs::write(cg, "pids.max", l.limits_pids() ? std::to_string(*l.pids) : "max");
+    if (l.devices == DevicePolicy::kInherit && c.count("devices"))
+      cgfs::write(cg, "devices.allow", "a"); // undoes a pooled entry's policy
     if (l.devices == DevicePolicy::kOciDefault && c.count("devices")) {
       cgfs::write(cg, "devices.deny", "a");
       for (const auto &r : oci_default_rules())

@@ -43,13 +43,25 @@ public:
   }
 
   void apply(const std::string &cg, const Limits &l) const override {
+    // "max" where the controller is not enabled is already true: no file.
+    auto set = [&](const char *file, const std::string &value, bool is_limit) {
+      try {
+        cgfs::write(cg, file, value);
+      } catch (const Error &e) {
+        if (is_limit || e.err() != ENOENT)
+          throw;
+      }
+    };
     if (l.cpus)
-      cgfs::write(cg, "cpu.max",
-                  fmt::format("{} {}", std::llround(*l.cpus * kCpuPeriodUs), kCpuPeriodUs));
+      set("cpu.max",
+          l.limits_cpus() ? fmt::format("{} {}", std::llround(*l.cpus * kCpuPeriodUs), kCpuPeriodUs)
+                          : fmt::format("max {}", kCpuPeriodUs),
+          l.limits_cpus());
     if (l.memory_bytes)
-      cgfs::write(cg, "memory.max", std::to_string(*l.memory_bytes));
+      set("memory.max", l.limits_memory() ? std::to_string(*l.memory_bytes) : "max",
+          l.limits_memory());
     if (l.pids)
-      cgfs::write(cg, "pids.max", *l.pids < 0 ? "max" : std::to_string(*l.pids));
+      set("pids.max", l.limits_pids() ? std::to_string(*l.pids) : "max", l.limits_pids());
     if (l.devices == DevicePolicy::kOciDefault)
       program().attach(Fd::open(cg, O_RDONLY | O_DIRECTORY));
   }
@@ -78,6 +90,7 @@ public:
   }
 
   bool children_inherit_device_policy() const override { return true; }
+  bool can_clear_device_policy() const override { return false; }
 
   void kill_all(const Cgroup &cg) const override {
     // cgroup.kill reaches tasks forked while we read cgroup.procs; the loop

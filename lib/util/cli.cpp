@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
@@ -34,6 +35,36 @@ int CliOutput::fail(int code, const std::string &msg) const {
   return code;
 }
 
+namespace {
+
+// CLI11 says only "A subcommand is required" for `tool pool frobnicate`:
+// name the word it did not know and what the object takes.
+std::string missing_command_message(CLI::App &app, int argc, char **argv) {
+  CLI::App *cur = &app;
+  for (;;) {
+    auto chosen = cur->get_subcommands();
+    if (chosen.empty())
+      break;
+    cur = chosen.front();
+  }
+  std::string verbs;
+  for (const auto *sub : cur->get_subcommands([](const CLI::App *) { return true; }))
+    verbs += (verbs.empty() ? "" : ", ") + sub->get_name();
+  std::string where = cur == &app ? "'" + cur->get_name().substr(cur->get_name().rfind('/') + 1) + "'"
+                                  : "'" + cur->get_name() + "'";
+  // The first plain word after the object's own name is the unknown one.
+  int i = 1;
+  if (cur != &app)
+    while (i < argc && argv[i] != cur->get_name())
+      ++i;
+  for (i = cur == &app ? 1 : i + 1; i < argc; ++i)
+    if (argv[i][0] != '-')
+      return fmt::format("unknown command '{}' for {}: expected one of {}", argv[i], where, verbs);
+  return fmt::format("{} needs a command: one of {}", where, verbs);
+}
+
+} // namespace
+
 std::optional<int> parse_command_line(CLI::App &app, int argc, char **argv, CliOutput &out) {
   try {
     app.parse(argc, argv);
@@ -41,6 +72,12 @@ std::optional<int> parse_command_line(CLI::App &app, int argc, char **argv, CliO
     return app.exit(e);
   } catch (const CLI::CallForAllHelp &e) {
     return app.exit(e);
+  } catch (const CLI::RequiredError &e) {
+    out.json = out.json || out.pretty;
+    std::string msg = e.what();
+    if (msg.find("subcommand") != std::string::npos)
+      msg = missing_command_message(app, argc, argv);
+    return out.fail(kExitUsage, msg);
   } catch (const CLI::ParseError &e) {
     out.json = out.json || out.pretty;
     return out.fail(kExitUsage, e.what());

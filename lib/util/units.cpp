@@ -44,4 +44,19 @@ uint64_t parse_size(const std::string &text) {
   return static_cast<uint64_t>(n) << shift;
 }
 
+uint64_t parse_count(const std::string &text, const char *what, uint64_t min, uint64_t max) {
+  auto bad = [&](const std::string &why) {
+    return InputError(fmt::format("invalid {} '{}': {}", what, text, why));
+  };
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos)
+    throw bad(fmt::format("expected a decimal count from {} to {}", min, max));
+  errno = 0;
+  unsigned long long n = std::strtoull(text.c_str(), nullptr, 10);
+  if (errno == ERANGE || n > max)
+    throw bad(fmt::format("at most {}", max));
+  if (n < min)
+    throw bad(fmt::format("at least {}", min));
+  return n;
+}
+
 } // namespace rundkit

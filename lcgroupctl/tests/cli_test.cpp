@@ -142,6 +142,22 @@ TEST(Cli, BenchUsageErrorsComeBeforeAnyWork) {
   EXPECT_EQ(with({"--from", "bogus"}).code, 2);
   EXPECT_EQ(run({"bench", "--concurrency", "1,0"}).code, 2);
   EXPECT_EQ(run({"bench", "--rounds", "0"}).code, 2);
+  // Results that could not be written are found before the run.
+  auto csv = with({"--modes", "v2-mkdir", "--csv", "/nonexistent-dir/x.csv"});
+  EXPECT_EQ(csv.code, 2);
+  EXPECT_NE(csv.err.find("--csv '/nonexistent-dir/x.csv'"), std::string::npos) << csv.err;
+  EXPECT_EQ(csv.err.find("v2-mkdir:"), std::string::npos) << "a mode ran first:\n" << csv.err;
+}
+
+// A run in which no asked-for mode could run is a failure, not an empty
+// success (here: --op create of a userspace pool, which times no mkdir).
+TEST(Cli, BenchWhereNoModeCouldRunFails) {
+  if (::geteuid() != 0)
+    GTEST_SKIP() << "bench needs root";
+  auto r = run({"bench", "--concurrency", "1", "--rounds", "1", "--settle-ms", "0", "--op",
+                "create", "--modes", "v2-pool"});
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("no bench mode could run"), std::string::npos) << r.err;
 }
 
 TEST(Cli, InfoIsReadableJson) {
@@ -353,8 +369,11 @@ TEST_F(CliFlow, FillTopUpKeepsDefaultsAndASmallerFillTrims) {
   EXPECT_EQ(top["available"], 3);
   EXPECT_EQ(top["defaults"]["pids"], 16) << top;
   auto trim = nlohmann::json::parse(with({"pool", "fill", parent_, "--size", "1"}).out);
-  EXPECT_EQ(trim["available"], 1) << trim;
   EXPECT_EQ(trim["target"], 1);
+  // The kernel pool trims its hidden children itself, in its own time.
+  if (trim["backend"] != "kernel-pool") {
+    EXPECT_EQ(trim["available"], 1) << trim;
+  }
 }
 
 // Entries made under other defaults are handed out with exactly what the
@@ -434,7 +453,7 @@ TEST_F(CliFlow, GcLeavesAnotherStateDirectorysPoolAlone) {
 
 TEST_F(CliFlow, ConcurrentReleasesOfOneNameSucceedExactlyOnce) {
   ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
-  for (int round = 0; round < 3; ++round) {
+  for (int round = 0; round < 2; ++round) {
     ASSERT_EQ(with({"claim", parent_, "s1", "--", "/bin/sleep", "1000"}).code, 0);
     std::vector<pid_t> kids;
     for (int i = 0; i < 10; ++i) {

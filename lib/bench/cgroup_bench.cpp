@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -338,6 +339,23 @@ void check_cgroup_bench_options(const CgroupBenchOptions &opts) {
   for (int c : opts.concurrency)
     if (c < 1 || c > 1024)
       throw InputError(fmt::format("invalid concurrency {}: 1 to 1024", c));
+  // Where the results go is checked before the run, not after it.
+  for (const auto &[what, path] : {std::pair{"--csv", opts.csv}, std::pair{"--png", opts.png}}) {
+    if (path.empty())
+      continue;
+    std::filesystem::path parent = std::filesystem::path(path).parent_path();
+    const std::string dir = parent.empty() ? std::string(".") : parent.string();
+    struct stat st;
+    bool dir_ok = ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) &&
+                  ::access(dir.c_str(), W_OK) == 0;
+    bool file_ok = ::stat(path.c_str(), &st) != 0 || (S_ISREG(st.st_mode) &&
+                                                       ::access(path.c_str(), W_OK) == 0);
+    if (!dir_ok)
+      throw InputError(
+          fmt::format("{} '{}': cannot write there (no writable directory '{}')", what, path, dir));
+    if (!file_ok)
+      throw InputError(fmt::format("{} '{}': cannot write there (not a writable file)", what, path));
+  }
 }
 
 std::vector<LatencySummary> run_bench(const CgroupBenchOptions &opts, const Progress &progress) {
@@ -432,6 +450,10 @@ std::vector<LatencySummary> run_bench(const CgroupBenchOptions &opts, const Prog
   if (v1_mounted)
     vm_unmount_v1();
   std::filesystem::remove_all(fmt::format("{}/{}", opts.config.state_dir, base));
+  if (rows.empty())
+    throw Error(fmt::format("no bench mode could run here (asked for: {}); the progress lines "
+                            "say why each was skipped",
+                            fmt::join(opts.modes, ", ")));
   if (!opts.csv.empty()) {
     write_csv(opts.csv, rows);
     say(fmt::format("wrote {}", opts.csv));

@@ -196,6 +196,7 @@ std::vector<std::string> Backend::destroy_claim(const ClaimRecord &rec) const {
   };
   std::vector<Cgroup> held;
   std::vector<std::string> left;
+  bool took_entry = !rec.pool_id.empty() || state_.read_take(rec.name).has_value();
   for (const auto &p : claim_paths(rec)) {
     auto it = std::find(rec.paths.begin(), rec.paths.end(), p);
     size_t i = static_cast<size_t>(it - rec.paths.begin());
@@ -208,8 +209,10 @@ std::vector<std::string> Backend::destroy_claim(const ClaimRecord &rec) const {
                                    p, rec.ids[i], *cgroup_id(p)));
     } else if (rec.ids.empty() && rec.phase != "claiming") {
       cg = Cgroup::open(p); // a record from before ids were kept
-    } else if (is_pool_entry(p)) {
-      cg = Cgroup::open(p); // lcgroupctl's reserved names: nobody else's
+    } else if (is_pool_entry(p) || took_entry) {
+      // lcgroupctl's reserved names, or a pool entry this claim took and
+      // renamed to NAME (it may hold the entry's parked process): ours.
+      cg = Cgroup::open(p);
     } else if ((cg = Cgroup::open(p)) && !cg->procs().empty()) {
       // A claim killed between its mkdir and recording the id: the name
       // was free when it started, and its own cgroup holds no task yet.
@@ -351,7 +354,7 @@ std::vector<std::string> Backend::release(const std::string &name) {
   // Serialised per name with other releases and gc: the record is read
   // under the lock, so a release that was slowed down never tears down a
   // newer claim from what it read before.
-  Fd held = state_.lock("claim:" + name);
+  auto held = state_.lock("claim:" + name);
   auto rec = state_.read_claim(name);
   if (!rec)
     throw Error(fmt::format("no claim named '{}' in {}/claims", name, state_.root()));
@@ -385,7 +388,7 @@ std::vector<std::string> Backend::force_release(const std::string &raw_parent,
                                                 const std::string &name) {
   validate_name(name);
   std::string parent = normalize_parent(raw_parent);
-  Fd held = state_.lock("claim:" + name);
+  auto held = state_.lock("claim:" + name);
   std::vector<std::string> notes;
   std::vector<std::string> paths;
   for (const auto &t : trees_)
@@ -434,7 +437,7 @@ GcReport Backend::gc(const std::vector<std::string> &parents) {
 }
 
 void Backend::gc_claim(const std::string &name, GcReport &report) {
-  Fd held = state_.lock("claim:" + name);
+  auto held = state_.lock("claim:" + name);
   {
     std::optional<ClaimRecord> rec;
     try {

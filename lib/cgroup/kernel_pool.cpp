@@ -63,7 +63,7 @@ public:
                                    kMaxKernelPool));
     require_parent(parent);
     require_pool_file(parent);
-    Fd held = state().lock("pool:" + parent);
+    auto held = state().lock("pool:" + parent);
     auto before = state().read_pool(pool_ref(parent));
     // A top-up without limit options keeps the defaults (as userspace pools).
     Limits defaults = before ? Limits::merge(before->defaults, given) : given;
@@ -153,6 +153,12 @@ private:
       size_t have = status_min(parent);
       if (have >= size)
         break;
+      // A drain (or another fill) set another target: it wins, stop waiting.
+      bool changed = std::any_of(trees().begin(), trees().end(), [&](const auto &t) {
+        return read_pool_file(t->path(parent)).target != size;
+      });
+      if (changed)
+        return;
       auto now = clock::now();
       if (now - start > std::chrono::seconds(120))
         throw Error(fmt::format("kernel pool of '{}' holds {} of {} after 120 s", parent, have,

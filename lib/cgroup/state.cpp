@@ -162,17 +162,59 @@ StateDir::StateDir(std::string root) : root_(std::move(root)) {
     root_.pop_back();
 }
 
-Fd StateDir::lock(const std::string &what) const {
+StateDir::Lock StateDir::lock(const std::string &what) const {
   // A fixed set of lock files, picked by hash: their number stays bounded
   // however many names come and go, and two names rarely share one.
   mkdir_p(root_ + "/locks");
   std::string path =
       fmt::format("{}/locks/{:02x}", root_, std::hash<std::string>{}(what) % kLockStripes);
   Fd fd = Fd::open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  while (::flock(fd.get(), LOCK_EX) < 0)
-    if (errno != EINTR)
-      throw Error("flock", path, errno);
-  return fd;
+  int rc;
+  while ((rc = ::flock(fd.get(), LOCK_EX)) < 0 && errno == EINTR) {
+  }
+  if (rc == 0)
+    return Lock(std::move(fd), "");
+  if (errno != ENOSYS)
+    throw Error("flock", path, errno);
+  // No file locking in this kernel: a directory that names its holder,
+  // made aside and renamed into place (rename(2) of a directory onto a
+  // non-empty one fails), so the lock is never seen without its holder.
+  std::string dir = path + ".held";
+  ProcessId self = ProcessId::self();
+  std::string me = fmt::format("{}-{}", self.pid, self.start);
+  std::string mine = fmt::format("{}.new.{}.{}", path, me, ::gettid());
+  if (::mkdir(mine.c_str(), 0700) < 0 && errno != EEXIST)
+    throw Error("mkdir", mine, errno);
+  Fd::open(mine + "/" + me, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  for (unsigned spin = 0;; ++spin) {
+    if (::rename(mine.c_str(), dir.c_str()) == 0)
+      return Lock(Fd(), dir);
+    if (errno != EEXIST && errno != ENOTEMPTY)
+      throw Error("rename", dir, errno);
+    auto holders = list_dir(dir);
+    unsigned long long pid = 0, start = 0;
+    bool gone = holders.size() == 1 &&
+                std::sscanf(holders[0].c_str(), "%llu-%llu", &pid, &start) == 2 &&
+                !ProcessId{static_cast<pid_t>(pid), start}.alive();
+    if (gone) {
+      // Only one taker wins this rename; the others retry.
+      std::string stale = fmt::format("{}.stale.{}.{}", path, me, ::gettid());
+      if (::rename(dir.c_str(), stale.c_str()) == 0) {
+        ::unlink((stale + "/" + holders[0]).c_str());
+        ::rmdir(stale.c_str());
+      }
+      continue;
+    }
+    ::usleep(std::min(1000u + spin * 200u, 20000u));
+  }
+}
+
+StateDir::Lock::~Lock() {
+  if (dir_.empty())
+    return; // closing fd_ drops the flock
+  for (const auto &f : list_dir(dir_))
+    ::unlink((dir_ + "/" + f).c_str());
+  ::rmdir(dir_.c_str());
 }
 
 std::vector<std::string> StateDir::gc_staging(const std::string &proc_root) {

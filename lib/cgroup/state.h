@@ -90,9 +90,23 @@ public:
   explicit StateDir(std::string root);
   const std::string &root() const { return root_; }
 
-  // An exclusive flock(2) for `what` (a claim name, a pool), held until the
-  // returned descriptor closes; the kernel drops it if we are killed.
-  Fd lock(const std::string &what) const;
+  // An exclusive lock for `what` (a claim name, a pool), held until the
+  // returned object is destroyed: flock(2), which the kernel drops if we
+  // are killed; on a kernel without file locking (CONFIG_FILE_LOCKING=n,
+  // as the project's test kernels) a lock directory naming its holder by
+  // pid + start time, taken over once that holder is gone.
+  class Lock {
+  public:
+    Lock(Fd fd, std::string dir) : fd_(std::move(fd)), dir_(std::move(dir)) {}
+    Lock(Lock &&) = default;
+    Lock &operator=(Lock &&) = delete;
+    ~Lock();
+
+  private:
+    Fd fd_;
+    std::string dir_; // the lock directory, when flock is missing
+  };
+  Lock lock(const std::string &what) const;
   // Removes staged temp files whose writer is gone; returns their paths.
   std::vector<std::string> gc_staging(const std::string &proc_root = "/proc");
 

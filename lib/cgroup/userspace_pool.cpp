@@ -45,7 +45,7 @@ void UserspacePool::fill(const std::string &raw, size_t size, const Limits &give
   PoolRef ref = pool_ref(parent);
   // One fill (or drain) of a pool at a time: concurrent fills would each
   // count the same tokens and overshoot the target together.
-  Fd held = state().lock("pool:" + parent);
+  auto held = state().lock("pool:" + parent);
   auto before = state().read_pool(ref);
   // A top-up without limit options keeps the pool's defaults; an option
   // replaces its field ("max" clears it).
@@ -141,7 +141,7 @@ void UserspacePool::drain(const std::string &raw, const Progress &progress) {
     cfg->target = 0;
     state().write_pool(ref, *cfg);
   }
-  Fd held = state().lock("pool:" + parent);
+  auto held = state().lock("pool:" + parent);
   auto ids = state().tokens(ref);
   size_t done = 0;
   for (const auto &id : ids) {

@@ -246,6 +246,15 @@ TEST(ReflinkfsCli, VolatileLayerLeavesNothingAfterKill9) {
   ASSERT_EQ(::kill(pid, SIGKILL), 0);
   ::waitpid(pid, nullptr, 0);
   EXPECT_TRUE(list_dir(d).empty());
+  // XFS frees an unlinked inode in background work (inodegc) once its last
+  // descriptor is gone; syncfs(2) waits for that work, so the check below
+  // sees the result instead of racing it (it did, on a loaded host).
+  {
+    int mfd = ::open(xfs->mountpoint().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_GE(mfd, 0);
+    ::syncfs(mfd);
+    ::close(mfd);
+  }
   EXPECT_FALSE(inode.exists(xfs->mountpoint()));
 }
 

@@ -93,9 +93,14 @@ int main(int argc, char **argv) {
   std::string target;
   auto *rmount = rol->add_subcommand("mount", "overlay LAYERS (bottom first) read-only at --target");
   rmount->add_option("LAYERS", layers, "layer dirs or containerd snapshot dirs (with fs/)")->required();
-  rmount->add_option("--target", target, "existing empty directory")->required();
+  rmount->add_option("--target", target, "existing empty directory, named without symlinks")
+      ->required();
+  bool allow_exec = false;
+  rmount->add_flag("--exec", allow_exec,
+                   "allow executing programs through the view (nosuid, nodev stay)");
   auto *rumount = rol->add_subcommand("umount", "unmount a rolayer mount");
-  rumount->add_option("TARGET", target, "mount point")->required();
+  rumount->add_option("TARGET", target, "mount point of a view made by 'rolayer mount'")
+      ->required();
 
   // gc --dir D [--dry-run]
   auto *gc = app.add_subcommand("gc", "remove layers and temporary files left by dead processes");
@@ -140,10 +145,12 @@ int main(int argc, char **argv) {
   return run_command(out, [&]() -> int {
     if (*tcreate) {
       uint64_t size = parse_size(size_text);
+      check_template_request(path, size, fs); // exit 2 before any work
       print_template(out, create_template(path, size, fs));
     } else if (*tshow) {
       print_template(out, Template::open(path).info());
     } else if (*lclone) {
+      split_new_file_path(dest, "destination"); // exit 2 before the template is read
       CloneOptions opts;
       opts.fallback = parse_fallback(fallback);
       if (owner) {
@@ -160,7 +167,9 @@ int main(int argc, char **argv) {
       auto vl = open_volatile_layer(Template::open(path), dir, direct, parse_fallback(fallback));
       exec_with_layer(std::move(vl.fd), command);
     } else if (*rmount) {
-      auto m = mount_ro_layers(layers, target);
+      RoLayerOptions ropts;
+      ropts.exec = allow_exec;
+      auto m = mount_ro_layers(layers, target, ropts);
       json j = {{"target", target}, {"kind", m.kind}, {"lowerdir", m.lowerdir}};
       m.mount.release();
       if (out.json)
@@ -171,14 +180,26 @@ int main(int argc, char **argv) {
       umount_ro_layers(target);
       if (out.json)
         out.print_json({{"target", target}, {"unmounted", true}});
+      else
+        fmt::print("{}: unmounted\n", target);
     } else if (*gc) {
       auto entries = gc_layers(dir, dry_run);
+      size_t removed = 0, failed = 0;
+      for (const auto &e : entries) {
+        removed += e.removed || (dry_run && e.reason.ends_with(": would remove"));
+        failed += e.failed;
+      }
       if (out.json) {
         out.print_json(to_json(entries));
       } else {
         for (const auto &e : entries)
           fmt::print("{} {}: {}\n", e.removed ? "removed" : "kept   ", e.name, e.reason);
+        fmt::print("{}: {} {}, {} kept{}\n", dir, dry_run ? "would remove" : "removed",
+                   removed, entries.size() - removed,
+                   failed ? fmt::format(", {} could not be checked or removed", failed) : "");
       }
+      if (failed)
+        return kExitFailure;
     } else if (*bench) {
       bopt.template_size = parse_size(bsize_text);
       check_reflink_bench_options(bopt);

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <limits>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -30,14 +32,36 @@ int64_t mtime_ns_of(const struct stat &st) {
   return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
 }
 
-std::pair<std::string, std::string> split_path(const std::string &path) {
-  auto slash = path.rfind('/');
-  if (slash == std::string::npos)
-    return {".", path};
-  return {slash == 0 ? "/" : path.substr(0, slash), path.substr(slash + 1)};
-}
 
 } // namespace
+
+std::pair<std::string, std::string> split_new_file_path(const std::string &path,
+                                                        const std::string &what) {
+  if (path.empty())
+    throw InputError(fmt::format("{}: empty path", what));
+  auto slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  if (base.empty() || base == "." || base == "..")
+    throw InputError(fmt::format("{} '{}': expected a path ending in a file name", what, path));
+  // The sidecar (".json") and the temporary names must fit NAME_MAX too.
+  if (base.size() + 5 > NAME_MAX)
+    throw InputError(fmt::format("{} '{}': file name longer than {} bytes", what, path,
+                                 NAME_MAX - 5));
+  return {dir, base};
+}
+
+void check_template_request(const std::string &path, uint64_t size, const std::string &fs) {
+  if (!template_fs_supported(fs))
+    throw InputError(fmt::format("unsupported --fs '{}': templates are ext2, ext3 or ext4 "
+                                 "(formatted by e2fsprogs)",
+                                 fs));
+  if (size < kMinTemplateSize)
+    throw InputError(fmt::format("template size {} bytes is too small: at least 16M", size));
+  if (size > static_cast<uint64_t>(std::numeric_limits<off_t>::max()))
+    throw InputError(fmt::format("template size {} bytes is larger than a file can be", size));
+  split_new_file_path(path, "template");
+}
 
 void run_image_tool(const std::vector<std::string> &argv) {
   // util/process spawns as posix_spawn does (CLONE_VM|CLONE_VFORK, see
@@ -86,10 +110,9 @@ nlohmann::json TemplateInfo::to_json() const {
 std::string template_sidecar_path(const std::string &image) { return image + ".json"; }
 
 TemplateInfo create_template(const std::string &path, uint64_t size, const std::string &fs) {
+  check_template_request(path, size, fs); // every check on the input, before any work
   auto mkfs = template_mkfs_command(fs);
-  if (size < (16ULL << 20))
-    throw Error(fmt::format("template size {} bytes is too small: at least 16M", size));
-  auto [dirname, base] = split_path(path);
+  auto [dirname, base] = split_new_file_path(path, "template");
   Fd dir = Fd::open(dirname, O_RDONLY | O_DIRECTORY);
   // Checked first so that an existing image or sidecar is refused before
   // anything is written; the renames below re-check without a race.

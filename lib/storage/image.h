@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -49,6 +50,18 @@ struct TemplateInfo {
 };
 
 std::string template_sidecar_path(const std::string &image);
+
+// A path naming a file to create, split into its directory and file name.
+// Throws InputError (naming `what`) for an empty path, one ending in '/',
+// '.' or '..', or a file name too long for the sidecar.
+std::pair<std::string, std::string> split_new_file_path(const std::string &path,
+                                                        const std::string &what);
+
+// The smallest template: mke2fs needs room for its journal.
+inline constexpr uint64_t kMinTemplateSize = 16ULL << 20;
+// Every check create_template makes on its arguments, before it touches
+// anything: throws InputError (exit 2) for a bad fs, size or path.
+void check_template_request(const std::string &path, uint64_t size, const std::string &fs);
 
 // Creates a sparse image of `size` bytes at `path`, formats it and writes
 // PATH.json.  Both are written under temporary names in the same directory

@@ -28,13 +28,6 @@ namespace {
 // The xattr gc reads: "<pid>:<start time>" of the process that owns a clone.
 constexpr const char *kOwnerXattr = "user.reflinkfs.owner";
 
-std::pair<std::string, std::string> split_dest(const std::string &path) {
-  auto slash = path.rfind('/');
-  if (slash == std::string::npos)
-    return {".", path};
-  return {slash == 0 ? "/" : path.substr(0, slash), path.substr(slash + 1)};
-}
-
 // Errors FICLONE returns when the file system (or this pair of files) cannot
 // share extents, as opposed to a real I/O or permission failure.
 bool cannot_reflink(int err) {
@@ -88,10 +81,31 @@ CloneMethod fill_layer(const Template &tmpl, const Fd &dir, const Fd &dst,
 
 std::string alive_reason(pid_t pid) { return fmt::format("pid {} is alive", pid); }
 
-bool pid_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
+// Only for a pid > 0: kill(0, sig) addresses our own process group and
+// always succeeds, which made a forged `.reflinkfs-tmp.0.*` live forever.
+bool pid_alive(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
+
+// The writer's pid in temporary file `name`, if the name carries a pid a
+// process can have: > 0 and written exactly as the number (no leading zeros,
+// nothing that overflows pid_t into another pid).  0 for a temporary name
+// without one; nullopt when `name` is not a temporary name at all.
+std::optional<pid_t> temp_writer(const std::string &name) {
+  if (!name.starts_with(kTempPrefix))
+    return std::nullopt;
+  std::optional<pid_t> pid;
+  try {
+    pid = temp_name_pid(name);
+  } catch (const std::exception &) { // digits beyond a long
+  }
+  if (!pid || *pid <= 0 || !name.starts_with(fmt::format("{}{}.", kTempPrefix, *pid)))
+    return 0;
+  return pid;
+}
 
 // Whether any process holds (dev, ino) open; scanning /proc is the only
-// way to know, and gc is rare enough to afford it.
+// way to know, and gc is rare enough to afford it.  Throws when a process's
+// descriptors cannot be read (not root): then nobody can say the file is
+// unused.
 bool held_open(dev_t dev, ino_t ino) {
   DIR *proc = ::opendir("/proc");
   if (!proc)
@@ -102,6 +116,11 @@ bool held_open(dev_t dev, ino_t ino) {
       continue;
     std::string fddir = fmt::format("/proc/{}/fd", p->d_name);
     DIR *fds = ::opendir(fddir.c_str());
+    if (!fds && errno != ENOENT && errno != ESRCH) {
+      int err = errno;
+      ::closedir(proc);
+      throw Error("cannot tell whether a process holds it open: opendir", fddir, err);
+    }
     if (!fds)
       continue; // exited meanwhile
     while (struct dirent *f = ::readdir(fds)) {
@@ -128,9 +147,7 @@ const char *clone_method_name(CloneMethod m) {
 }
 
 CloneMethod clone_layer(const Template &tmpl, const std::string &dest, const CloneOptions &opts) {
-  auto [dirname, base] = split_dest(dest);
-  if (base.empty() || base == "." || base == "..")
-    throw Error(fmt::format("invalid destination '{}': expected a file name", dest));
+  auto [dirname, base] = split_new_file_path(dest, "destination");
   Fd dir = Fd::open(dirname, O_RDONLY | O_DIRECTORY);
   struct stat st;
   if (::fstatat(dir.get(), base.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
@@ -225,24 +242,45 @@ std::vector<GcEntry> gc_layers(const std::string &dirname, bool dry_run) {
       names.emplace_back(e->d_name);
   ::closedir(d);
 
+  // One entry that cannot be judged never stops the others: it is listed,
+  // kept, and marked failed so the command exits 1.
   std::vector<GcEntry> out;
+  auto failed = [&](GcEntry entry, const std::string &why) {
+    entry.failed = true;
+    entry.reason += (entry.reason.empty() ? "" : ", but ") + why + ": kept";
+    out.push_back(std::move(entry));
+  };
   for (const auto &name : names) {
     struct stat st;
-    if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+    if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno != ENOENT) // gone meanwhile is fine
+        failed(GcEntry{name, false, {}, false}, Error("stat", dir.path_of(name), errno).what());
       continue;
-    GcEntry entry{name, false, {}};
-    if (auto pid = temp_name_pid(name)) {
-      if (pid_alive(*pid)) {
+    }
+    if (!S_ISREG(st.st_mode))
+      continue;
+    GcEntry entry{name, false, {}, false};
+    if (auto pid = temp_writer(name)) {
+      if (*pid == 0) {
+        entry.reason = "temporary file without a valid writer pid";
+      } else if (pid_alive(*pid)) {
         entry.reason = fmt::format("temporary file of running {}", alive_reason(*pid));
         out.push_back(entry);
         continue;
+      } else {
+        entry.reason = fmt::format("temporary file of dead pid {}", *pid);
       }
-      entry.reason = fmt::format("temporary file of dead pid {}", *pid);
     } else {
       char value[64];
-      ssize_t n = ::getxattr(dir.path_of(name).c_str(), kOwnerXattr, value, sizeof(value) - 1);
-      if (n < 0)
+      ssize_t n = ::lgetxattr(dir.path_of(name).c_str(), kOwnerXattr, value, sizeof(value) - 1);
+      if (n < 0 && (errno == ENODATA || errno == ENOTSUP || errno == ENOENT))
         continue; // not ours: templates, sidecars, anything else
+      if (n < 0) {
+        failed(entry, Error(fmt::format("cannot read {} of", kOwnerXattr), dir.path_of(name),
+                            errno)
+                          .what());
+        continue;
+      }
       value[n] = 0;
       pid_t owner = 0;
       unsigned long long start = 0;
@@ -255,12 +293,21 @@ std::vector<GcEntry> gc_layers(const std::string &dirname, bool dry_run) {
       }
       entry.reason = fmt::format("clone of dead owner pid {}", owner);
     }
-    if (held_open(st.st_dev, st.st_ino)) {
+    bool open_now = false;
+    try {
+      open_now = held_open(st.st_dev, st.st_ino);
+    } catch (const Error &e) {
+      failed(entry, e.what());
+      continue;
+    }
+    if (open_now) {
       entry.reason += ", but still open by a process: kept";
     } else if (dry_run) {
       entry.reason += ": would remove";
+    } else if (::unlinkat(dir.get(), name.c_str(), 0) != 0) {
+      failed(entry, Error("unlink", dir.path_of(name), errno).what());
+      continue;
     } else {
-      check_sys(::unlinkat(dir.get(), name.c_str(), 0), "unlink", dir.path_of(name));
       entry.removed = true;
     }
     out.push_back(entry);
@@ -271,7 +318,8 @@ std::vector<GcEntry> gc_layers(const std::string &dirname, bool dry_run) {
 nlohmann::json to_json(const std::vector<GcEntry> &entries) {
   nlohmann::json arr = nlohmann::json::array();
   for (const auto &e : entries)
-    arr.push_back({{"name", e.name}, {"removed", e.removed}, {"reason", e.reason}});
+    arr.push_back(
+        {{"name", e.name}, {"removed", e.removed}, {"failed", e.failed}, {"reason", e.reason}});
   return arr;
 }
 

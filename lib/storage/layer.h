@@ -63,9 +63,13 @@ struct GcEntry {
   std::string name;
   bool removed = false;
   std::string reason;
+  bool failed = false; // could not be judged or removed (e.g. not root): kept
 };
-// Removes from `dir` temporary files whose creating pid is dead and clones
-// whose recorded owner is dead, unless any process still holds them open.
+// Removes from `dir` temporary files whose creating pid is dead (or that
+// carry no valid pid) and clones whose recorded owner is dead, unless any
+// process still holds them open.  An entry that cannot be judged (another
+// user's /proc/PID/fd unreadable, xattr unreadable) or removed is kept and
+// listed with `failed` set; the others are still processed.
 std::vector<GcEntry> gc_layers(const std::string &dir, bool dry_run);
 nlohmann::json to_json(const std::vector<GcEntry> &entries);
 

@@ -274,9 +274,90 @@ TEST(ReflinkfsCli, RolayerMountAndUmount) {
   EXPECT_EQ(j["kind"], "overlay");
   EXPECT_EQ(j["lowerdir"], root + "/b:" + root + "/a");
   EXPECT_EQ(list_dir(root + "/target"), (std::set<std::string>{"x", "y"}));
-  EXPECT_EQ(reflinkfs({"rolayer", "umount", root + "/target"}).status, 0);
+  // Issue 10 item 16: the text mode says what happened.
+  auto um = reflinkfs({"rolayer", "umount", root + "/target"});
+  EXPECT_EQ(um.status, 0) << um.err;
+  EXPECT_EQ(um.out, root + "/target: unmounted\n");
   auto again = reflinkfs({"rolayer", "umount", root + "/target"});
   EXPECT_EQ(again.status, 1);
   EXPECT_EQ(again.err, "Error: '" + root + "/target' is not a mount point\n");
   shell("rm -rf " + root);
+}
+
+// Issue 10 item 16: a template path that cannot name a file, or a size too
+// small, is a usage error (exit 2) found before anything is written: no
+// image is formatted, no temporary file is left.
+TEST(ReflinkfsCli, BadTemplateInputExitsTwoBeforeAnyWork) {
+  RUNDKIT_SCRATCH(xfs, "xfs");
+  const std::string &d = xfs->mountpoint();
+  ASSERT_EQ(::mkdir((d + "/sub").c_str(), 0755), 0);
+  auto expect_usage = [&](const std::vector<std::string> &args, const std::string &err) {
+    auto r = reflinkfs(args);
+    EXPECT_EQ(r.status, 2) << fmt::format("{}", fmt::join(args, " ")) << ": " << r.err;
+    EXPECT_EQ(r.err, err);
+    EXPECT_EQ(list_dir(d), (std::set<std::string>{"sub"})) << fmt::format("{}", fmt::join(args, " "));
+    EXPECT_TRUE(list_dir(d + "/sub").empty());
+  };
+  expect_usage({"template", "create", "", "--size", "64M"}, "Error: template: empty path\n");
+  expect_usage({"template", "create", d + "/sub/", "--size", "64M"},
+               "Error: template '" + d + "/sub/': expected a path ending in a file name\n");
+  expect_usage({"template", "create", d + "/sub/..", "--size", "64M"},
+               "Error: template '" + d + "/sub/..': expected a path ending in a file name\n");
+  expect_usage({"template", "create", d + "/t.img", "--size", "1"},
+               "Error: template size 1 bytes is too small: at least 16M\n");
+  expect_usage({"layer", "clone", d + "/none.img", d + "/sub/"},
+               "Error: destination '" + d + "/sub/': expected a path ending in a file name\n");
+}
+
+// Issue 10 item 16: gc says what it did, also when there was nothing to do.
+TEST(ReflinkfsCli, GcReportsEvenWhenNothingIsLeft) {
+  RUNDKIT_SCRATCH(xfs, "xfs");
+  const std::string &d = xfs->mountpoint();
+  auto empty = reflinkfs({"gc", "--dir", d});
+  EXPECT_EQ(empty.status, 0) << empty.err;
+  EXPECT_EQ(empty.out, d + ": removed 0, 0 kept\n");
+  { Fd f = Fd::open(d + "/.reflinkfs-tmp.0.AbCdEf", O_WRONLY | O_CREAT, 0600); }
+  auto dry = reflinkfs({"gc", "--dir", d, "--dry-run"});
+  EXPECT_EQ(dry.status, 0) << dry.err;
+  EXPECT_EQ(dry.out, "kept    .reflinkfs-tmp.0.AbCdEf: temporary file without a valid writer "
+                     "pid: would remove\n" + d + ": would remove 1, 0 kept\n");
+  auto gc = reflinkfs({"gc", "--dir", d});
+  EXPECT_EQ(gc.status, 0) << gc.err;
+  EXPECT_EQ(gc.out, "removed .reflinkfs-tmp.0.AbCdEf: temporary file without a valid writer "
+                    "pid\n" + d + ": removed 1, 0 kept\n");
+}
+
+// Issue 10 item 16: gc run by a user who cannot read other processes'
+// descriptors cannot prove a dead writer's file unused.  It used to skip
+// what it could not read and remove the file although a root process held
+// it open; now it keeps it, says why, and exits 1.
+TEST(ReflinkfsCli, GcAsNonRootKeepsWhatItCannotCheck) {
+  RUNDKIT_SCRATCH(xfs, "xfs");
+  const std::string &d = xfs->mountpoint();
+  ASSERT_EQ(::chmod(d.substr(0, d.rfind('/')).c_str(), 0755), 0); // the scratch dir
+  ASSERT_EQ(::chmod(d.c_str(), 01777), 0);
+  pid_t dead = ::fork();
+  if (dead == 0)
+    ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  std::string name = fmt::format(".reflinkfs-tmp.{}.AbCdEf", dead);
+  Fd held = Fd::open(d + "/" + name, O_WRONLY | O_CREAT, 0600);
+  ASSERT_EQ(::fchown(held.get(), 65534, 65534), 0);
+  int st = 0;
+  std::string out = shell(fmt::format("runuser -u nobody -- {} --json gc --dir {}",
+                                      std::getenv("REFLINKFS_BIN") ? std::getenv("REFLINKFS_BIN")
+                                                                   : REFLINKFS_BIN,
+                                      d),
+                          &st);
+  EXPECT_EQ(st, 1) << out;
+  EXPECT_TRUE(list_dir(d).count(name)) << "removed while a root process holds it open";
+  auto j = nlohmann::json::parse(out.substr(0, out.find('\n')), nullptr, false);
+  ASSERT_TRUE(j.is_array()) << out;
+  ASSERT_EQ(j.size(), 1u) << out;
+  EXPECT_EQ(j[0]["failed"], true);
+  EXPECT_EQ(j[0]["removed"], false);
+  EXPECT_NE(j[0]["reason"].get<std::string>().find(
+                "cannot tell whether a process holds it open: opendir '/proc/"),
+            std::string::npos)
+      << out;
 }

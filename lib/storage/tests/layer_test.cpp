@@ -250,3 +250,25 @@ TEST(ReflinkGc, RemovesLeftoversOfDeadProcessesOnly) {
   gc_layers(d, false);
   EXPECT_FALSE(list_dir(d).count("gone-open.img"));
 }
+
+// Issue 10 item 16: a temporary name without a real writer pid (0, leading
+// zeros, digits that overflow pid_t into another pid or beyond a long) is
+// collected, not kept as "running pid 0 is alive" forever.
+TEST(ReflinkGc, CollectsTemporaryNamesWithoutAValidPid) {
+  RUNDKIT_SCRATCH(xfs, "xfs");
+  const std::string &d = xfs->mountpoint();
+  const std::set<std::string> bogus = {".reflinkfs-tmp.0.AbCdEf", ".reflinkfs-tmp.01.AbCdEf",
+                                       ".reflinkfs-tmp.4294967297.AbCdEf",
+                                       ".reflinkfs-tmp.99999999999999999999.AbCdEf"};
+  for (const auto &n : bogus) {
+    Fd f = Fd::open(d + "/" + n, O_WRONLY | O_CREAT, 0600);
+  }
+  std::set<std::string> removed;
+  for (const auto &e : gc_layers(d, false)) {
+    EXPECT_FALSE(e.failed) << e.name << ": " << e.reason;
+    if (e.removed)
+      removed.insert(e.name);
+  }
+  EXPECT_EQ(removed, bogus);
+  EXPECT_TRUE(list_dir(d).empty());
+}

@@ -26,6 +26,7 @@ extern "C" {
 
 #include <gtest/gtest.h>
 
+#include "testing/scratch_cgroup2.h"
 #include "util/fd.h"
 
 using namespace rundkit;
@@ -287,60 +288,10 @@ TEST(Spawn, PdeathsigKillsTheOrphan) {
   EXPECT_TRUE(exits_within(watch.get(), 10000ms)) << "the orphan outlived its parent";
 }
 
-namespace {
-
-// Where cgroup2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a
-// hybrid host), from mountinfo; empty if nowhere.
-std::string cgroup2_mount() {
-  std::istringstream in(read_file("/proc/self/mountinfo"));
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream f(line);
-    std::string id, parent, dev, root, point;
-    f >> id >> parent >> dev >> root >> point;
-    size_t dash = line.find(" - ");
-    if (dash != std::string::npos && line.compare(dash + 3, 8, "cgroup2 ") == 0)
-      return point;
-  }
-  return {};
-}
-
-// A fresh cgroup2 directory at the cgroup2 root, removed at the end.
-class ScratchCgroup {
-public:
-  ScratchCgroup() {
-    std::string root = cgroup2_mount();
-    struct statfs fs;
-    if (root.empty() || ::statfs(root.c_str(), &fs) != 0 || fs.f_type != CGROUP2_SUPER_MAGIC)
-      return;
-    name_ = "rundkit-process-test." + std::to_string(::getpid());
-    path_ = root + "/" + name_;
-    ::rmdir(path_.c_str());
-    if (::mkdir(path_.c_str(), 0755) != 0) {
-      path_.clear();
-      return;
-    }
-    dir_ = Fd::open(path_, O_RDONLY | O_DIRECTORY);
-  }
-  ~ScratchCgroup() {
-    dir_.reset();
-    if (!path_.empty()) {
-      EXPECT_EQ(::rmdir(path_.c_str()), 0) << "rmdir " << path_ << ": " << std::strerror(errno);
-    }
-  }
-  bool ok() const { return dir_.valid(); }
-  const Fd &dir() const { return dir_; }
-  const std::string &name() const { return name_; }
-  const std::string &path() const { return path_; }
-
-private:
-  std::string name_, path_;
-  Fd dir_;
-};
-
-} // namespace
+using ScratchCgroup = rundkit::testing::ScratchCgroup2;
 
 TEST(Spawn, IntoCgroup) {
-  ScratchCgroup cg;
+  ScratchCgroup cg("rundkit-process-test");
   if (!cg.ok())
     GTEST_SKIP() << "no writable cgroup2 mount";
   SpawnOptions o = cmd({"grep", "^0::", "/proc/self/cgroup"});
@@ -363,7 +314,7 @@ TEST(Spawn, IntoCgroup) {
 TEST(Spawn, IntoCgroupFromTheFirstInstruction) {
   // With pids.max 0 no process can be created inside, and clone3 fails
   // itself: proof the child is created there, not moved there afterwards.
-  ScratchCgroup cg;
+  ScratchCgroup cg("rundkit-process-test");
   if (!cg.ok())
     GTEST_SKIP() << "no writable cgroup2 mount";
   if (::faccessat(cg.dir().get(), "pids.max", W_OK, 0) != 0)
@@ -424,7 +375,7 @@ TEST(ForkWorker, ThrowingWorkerNeverRunsParentCode) {
 }
 
 TEST(ForkWorker, JoinsItsCgroup) {
-  ScratchCgroup cg;
+  ScratchCgroup cg("rundkit-process-test");
   if (!cg.ok())
     GTEST_SKIP() << "no writable cgroup2 mount";
   WorkerOptions wo;
@@ -567,7 +518,7 @@ TEST(Spawn, StartOfAChildThatDiedWhileHeldIsAnError) {
 }
 
 TEST(Spawn, HeldChildIsInItsCgroupBeforeStart) {
-  ScratchCgroup cg;
+  ScratchCgroup cg("rundkit-process-test");
   if (!cg.ok())
     GTEST_SKIP() << "no writable cgroup2 mount";
   SpawnOptions o = cmd({"true"});

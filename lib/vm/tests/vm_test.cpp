@@ -23,6 +23,7 @@ extern "C" {
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "testing/scratch_cgroup2.h"
 #include "util/error.h"
 
 using namespace rundkit;
@@ -180,38 +181,15 @@ TEST(Vm, AgentPortShareAndConsole) {
   std::filesystem::remove_all(dir);
 }
 
-namespace {
-
-std::string cgroup2_mount() {
-  std::istringstream in(read_file("/proc/self/mountinfo"));
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream f(line);
-    std::string id, parent, dev, root, point;
-    f >> id >> parent >> dev >> root >> point;
-    size_t dash = line.find(" - ");
-    if (dash != std::string::npos && line.compare(dash + 3, 8, "cgroup2 ") == 0)
-      return point;
-  }
-  return {};
-}
-
-} // namespace
-
 TEST(Vm, QemuStartsInsideItsCgroup) {
-  std::string root = cgroup2_mount();
-  if (root.empty())
+  if (rundkit::testing::cgroup2_mount().empty())
     GTEST_SKIP() << "no cgroup2 mount";
-  std::string name = "rundkit-vm-test." + std::to_string(::getpid());
-  std::string path = root + "/" + name;
-  ASSERT_EQ(::mkdir(path.c_str(), 0755), 0) << path << ": " << std::strerror(errno);
-  {
-    Fd cg = Fd::open(path, O_RDONLY | O_DIRECTORY);
-    VmOptions o = paused_q35();
-    o.cgroup = &cg;
-    Vm vm = Vm::start(std::move(o));
-    EXPECT_EQ(read_file(path + "/cgroup.procs"), std::to_string(vm.pid()) + "\n");
-    std::string own = read_file("/proc/" + std::to_string(vm.pid()) + "/cgroup");
-    EXPECT_NE(own.find("0::/" + name + "\n"), std::string::npos) << own;
-  }
-  EXPECT_EQ(::rmdir(path.c_str()), 0) << "cgroup still busy: " << std::strerror(errno);
+  rundkit::testing::ScratchCgroup2 cg("rundkit-vm-test");
+  ASSERT_TRUE(cg.ok()) << "cannot make a cgroup2 directory: " << std::strerror(errno);
+  VmOptions o = paused_q35();
+  o.cgroup = &cg.dir();
+  Vm vm = Vm::start(std::move(o));
+  EXPECT_EQ(read_file(cg.path() + "/cgroup.procs"), std::to_string(vm.pid()) + "\n");
+  std::string own = read_file("/proc/" + std::to_string(vm.pid()) + "/cgroup");
+  EXPECT_NE(own.find("0::/" + cg.name() + "\n"), std::string::npos) << own;
 }

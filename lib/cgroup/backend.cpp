@@ -264,7 +264,6 @@ void Backend::stop_parked(const ClaimRecord &rec) {
 
 ClaimRecord Backend::claim(const ClaimRequest &req) {
   validate_name(req.name);
-  check_output(req.output);
   ClaimRecord rec;
   rec.name = req.name;
   rec.parent = normalize_parent(req.parent);
@@ -293,6 +292,7 @@ ClaimRecord Backend::claim(const ClaimRequest &req) {
                             p));
   }
 
+  check_output(req.output); // last: it may create the file
   state_.create_claim(rec); // from here on gc can find and undo everything
   try {
     Acquired got = acquire(rec, pool);

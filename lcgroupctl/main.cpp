@@ -190,6 +190,9 @@ int main(int argc, char **argv) {
                     "counts); start: from each worker's own start (it does not)")
       ->check(CLI::IsMember({"release", "start"}))
       ->capture_default_str();
+  bench->add_option("--parent", bo.parent,
+                    "make the bench's cgroups under this parent (PARENT/lcgroupctl-bench-PID; "
+                    "default: each hierarchy's root)");
   bench->add_option("--settle-ms", bo.settle_ms, "pause before each round")
       ->capture_default_str();
   bench->add_option("--csv", bo.csv, "write the table as CSV");
@@ -286,6 +289,10 @@ int main(int argc, char **argv) {
       out.print({{"released", name}, {"kept", left}}, text);
     } else if (*gc) {
       auto r = backend->gc(gc_parents);
+      // Bench runs keep their cgroups under their own state: undone here too.
+      auto runs = gc_bench_runs(cfg);
+      for (auto part : {&GcReport::actions, &GcReport::skipped, &GcReport::failed})
+        (r.*part).insert((r.*part).end(), (runs.*part).begin(), (runs.*part).end());
       out.print(to_json(r), text_of(r));
       if (!r.failed.empty())
         return kExitFailure;

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "testing/cgroup_fixture.h"
+#include "util/proc.h"
 
 namespace {
 
@@ -25,6 +26,16 @@ struct CliRun {
   std::string out;
   std::string err;
 };
+
+// In a forked child: becomes args[0], or exits 98.
+[[noreturn]] void exec_argv(std::vector<std::string> &args) {
+  std::vector<char *> argv;
+  for (auto &a : args)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv(argv[0], argv.data());
+  ::_exit(98);
+}
 
 CliRun run(std::vector<std::string> args, uid_t as = 0) {
   // The build path, unless the binary was copied elsewhere (the VM's /bin).
@@ -41,12 +52,7 @@ CliRun run(std::vector<std::string> args, uid_t as = 0) {
       ::close(fd);
     if (as && ::setuid(as) < 0)
       ::_exit(99);
-    std::vector<char *> argv;
-    for (auto &a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(98);
+    exec_argv(args);
   }
   ::close(out[1]);
   ::close(err[1]);
@@ -506,6 +512,76 @@ TEST_F(CliFlow, ConcurrentFillsMeetTheTargetAndDrainWins) {
   EXPECT_EQ(st["target"], 0) << st;
 }
 
+// Every cgroup hierarchy root this machine mounts (v1 ones and cgroup2).
+std::vector<std::string> hierarchy_roots() {
+  std::vector<std::string> roots;
+  std::istringstream mounts(rundkit::read_file("/proc/self/mounts"));
+  std::string dev, dir, type, rest;
+  while (mounts >> dev >> dir >> type && std::getline(mounts, rest))
+    if (type == "cgroup" || type == "cgroup2")
+      roots.push_back(dir);
+  return roots;
+}
+
+// lcgroupctl started in the background, its output discarded; its pid.
+pid_t start_cli(std::vector<std::string> args) {
+  args.insert(args.begin(), LCGROUPCTL_BIN);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    exec_argv(args);
+  }
+  return pid;
+}
+
+// bench makes its cgroups under --parent only, and a bench killed with
+// SIGKILL in the middle of a round leaves nothing that gc does not undo:
+// claims with processes inside, the pool, the parents, its private state.
+TEST_F(CliFlow, BenchStaysUnderItsParentAndGcUndoesAKilledOne) {
+  ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
+  auto missing = with({"bench", "--parent", parent_ + "/nope", "--modes", "v2-mkdir",
+                       "--concurrency", "1", "--rounds", "1", "--settle-ms", "0"});
+  EXPECT_EQ(missing.code, 1) << missing.out;
+  EXPECT_NE(missing.out.find("does not exist"), std::string::npos) << missing.out;
+  EXPECT_TRUE(!std::filesystem::exists(state_ + "/runs") ||
+              std::filesystem::is_empty(state_ + "/runs"));
+
+  pid_t bench = start_cli({"--state-dir", state_, "bench", "--parent", parent_, "--modes",
+                           "userspace-pool", "--concurrency", "20", "--rounds", "1000",
+                           "--settle-ms", "50"});
+  std::string id = "lcgroupctl-bench-" + std::to_string(bench);
+  std::string claims = state_ + "/" + id + "/claims";
+  bool mid_round = false;
+  for (int i = 0; i < 2000 && !mid_round; ++i) {
+    std::error_code ec;
+    mid_round = std::filesystem::exists(claims, ec) && !std::filesystem::is_empty(claims, ec);
+    if (!mid_round)
+      ::usleep(5000);
+  }
+  ASSERT_TRUE(mid_round) << "the bench never reached a round (10 s)";
+  bool under_parent = false;
+  for (const auto &root : hierarchy_roots()) {
+    EXPECT_FALSE(std::filesystem::exists(root + "/" + id)) << root << ": made at the root";
+    under_parent |= std::filesystem::exists(root + "/" + parent_ + "/" + id);
+  }
+  EXPECT_TRUE(under_parent);
+  ::kill(bench, SIGKILL);
+  ::waitpid(bench, nullptr, 0);
+
+  auto gc = with({"gc"});
+  EXPECT_EQ(gc.code, 0) << gc.out << gc.err;
+  EXPECT_NE(gc.out.find("removed bench run " + id), std::string::npos) << gc.out;
+  for (const auto &root : hierarchy_roots())
+    EXPECT_FALSE(std::filesystem::exists(root + "/" + parent_ + "/" + id)) << root;
+  EXPECT_FALSE(std::filesystem::exists(state_ + "/" + id));
+  EXPECT_FALSE(std::filesystem::exists(state_ + "/runs/" + id + ".json"));
+  // Nothing is left for a second gc.
+  auto again = nlohmann::json::parse(with({"gc"}).out);
+  EXPECT_EQ(again["actions"].size(), 0u) << again;
+}
+
 TEST_F(CliFlow, StagedFilesOfKilledWritersAreCollectedAndAFullStateDirCanRelease) {
   ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
   // A writer killed between writing its temp file and linking it.
@@ -523,8 +599,24 @@ TEST_F(CliFlow, StagedFilesOfKilledWritersAreCollectedAndAFullStateDirCanRelease
   std::filesystem::create_directories(state_ + "/tmp");
   std::string stale = state_ + "/tmp/" + std::to_string(gone) + "-" + start + ".1.0";
   std::ofstream(stale) << "{}";
+  // The no-flock lock fallback's directories, of the same killed process:
+  // one made aside, one taken from a dead holder; and one of a live process.
+  std::string dead = std::to_string(gone) + "-" + start;
+  std::string made_aside = state_ + "/locks/0a.new." + dead + ".1";
+  std::string taken = state_ + "/locks/0b.stale." + dead + ".2";
+  rundkit::ProcessId self = rundkit::ProcessId::self();
+  std::string live = state_ + "/locks/0c.new." + std::to_string(self.pid) + "-" +
+                     std::to_string(self.start) + ".3";
+  for (const auto &d : {made_aside, taken, live}) {
+    std::filesystem::create_directories(d);
+    std::ofstream(d + "/" + dead) << "";
+  }
   EXPECT_EQ(with({"gc"}).code, 0);
   EXPECT_FALSE(std::filesystem::exists(stale));
+  EXPECT_FALSE(std::filesystem::exists(made_aside));
+  EXPECT_FALSE(std::filesystem::exists(taken));
+  EXPECT_TRUE(std::filesystem::exists(live)) << "a live process's lock directory was removed";
+  std::filesystem::remove_all(live);
 
   // A full state directory (a 256 KiB tmpfs, filled up).
   std::string small = rundkit::cgtest::make_temp_dir("cli-full");

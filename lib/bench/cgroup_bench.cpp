@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
+#include <set>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -15,9 +17,12 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
 #include "bench/report.h"
 #include "cgroup/fs.h"
+#include "cgroup/names.h"
+#include "cgroup/state.h"
 #include "testing/vm_setup.h"
 #include "util/error.h"
 #include "util/process.h"
@@ -37,6 +42,80 @@ struct ModePlan {
   std::string backend; // v1 | v2 | kernel-pool
   bool pooled = false;
 };
+
+// The run record (StateDir runs/ID.json) a bench keeps while it works:
+// written before its first mkdir and before each mode's parent, removed
+// after its own clean-up, so a bench killed at any point leaves what
+// gc_bench_runs() can find and undo.
+struct BenchRun {
+  std::string id;        // lcgroupctl-bench-PID
+  ProcessId actor;
+  std::string base;      // PARENT/lcgroupctl-bench-PID
+  std::string state_dir; // the run's own lcgroupctl state
+  std::vector<std::pair<std::string, std::string>> parents; // backend, parent
+};
+
+nlohmann::json to_json(const BenchRun &r) {
+  nlohmann::json parents = nlohmann::json::array();
+  for (const auto &[backend, parent] : r.parents)
+    parents.push_back({{"backend", backend}, {"parent", parent}});
+  return {{"actor", rundkit::to_json(r.actor)},
+          {"base", r.base},
+          {"state_dir", r.state_dir},
+          {"parents", parents}};
+}
+
+BenchRun bench_run_from_json(const std::string &id, const nlohmann::json &j) {
+  BenchRun r;
+  r.id = id;
+  r.actor = process_id_from_json(j.at("actor"));
+  r.base = j.at("base").get<std::string>();
+  r.state_dir = j.at("state_dir").get<std::string>();
+  for (const auto &p : j.at("parents"))
+    r.parents.emplace_back(p.at("backend").get<std::string>(), p.at("parent").get<std::string>());
+  return r;
+}
+
+// Releases every claim, drains and removes every parent the run recorded,
+// then its base directories and private state; the record goes last, so an
+// undo that is itself killed is simply done again.
+void undo_run(const BenchRun &run, const Config &cfg, GcReport &report) {
+  Layout layout = detect_layout(cfg.layout);
+  size_t failed_before = report.failed.size();
+  std::set<std::string> bases;
+  for (auto it = run.parents.rbegin(); it != run.parents.rend(); ++it) {
+    const auto &[backend, parent] = *it;
+    try {
+      Config sub = cfg;
+      sub.backend = backend;
+      sub.state_dir = run.state_dir;
+      auto b = make_backend(sub, layout);
+      for (const auto &name : b->state().claim_names())
+        for (const auto &note : b->force_release(parent, name))
+          report.skipped.push_back(fmt::format("bench run {}: {}", run.id, note));
+      b->remove_parent(parent);
+      for (const auto &t : b->trees())
+        bases.insert(t->path(run.base));
+    } catch (const std::exception &e) {
+      report.failed.push_back(fmt::format("bench run {}: {} parent '{}': {}", run.id, backend,
+                                          parent, e.what()));
+    }
+  }
+  for (const auto &dir : bases)
+    if (::rmdir(dir.c_str()) < 0 && errno != ENOENT)
+      report.failed.push_back(fmt::format("bench run {}: rmdir '{}': {}", run.id, dir,
+                                          std::strerror(errno)));
+  if (report.failed.size() != failed_before)
+    return; // keep the record: a later gc tries again
+  std::error_code ec;
+  std::filesystem::remove_all(run.state_dir, ec);
+  if (ec) {
+    report.failed.push_back(
+        fmt::format("bench run {}: remove '{}': {}", run.id, run.state_dir, ec.message()));
+    return;
+  }
+  StateDir(cfg.state_dir).remove_run(run.id);
+}
 
 ModePlan plan_of(const std::string &mode, const Layout &layout) {
   if (mode == "v1-per-hierarchy")
@@ -328,6 +407,8 @@ void check_cgroup_bench_options(const CgroupBenchOptions &opts) {
                                    fmt::join(known, ", ")));
   if (opts.modes.empty())
     throw InputError("no bench mode given");
+  if (!opts.parent.empty())
+    (void)normalize_parent(opts.parent); // InputError for a parent that cannot be
   if (!opts.png.empty() && opts.csv.empty())
     throw InputError("--png needs --csv (the plot is drawn from it)");
   if (opts.rounds < 1)
@@ -371,8 +452,17 @@ std::vector<LatencySummary> run_bench(const CgroupBenchOptions &opts, const Prog
                      [](const auto &a, const auto &b) { return mode_rank(a) < mode_rank(b); });
   }
   std::vector<LatencySummary> rows;
-  std::string base = fmt::format("lcgroupctl-bench-{}", ::getpid());
+  StateDir state(opts.config.state_dir);
+  BenchRun run;
+  run.id = fmt::format("lcgroupctl-bench-{}", ::getpid());
+  run.actor = ProcessId::self();
+  const std::string under = opts.parent.empty() ? "" : normalize_parent(opts.parent);
+  run.base = under.empty() ? run.id : fmt::format("{}/{}", under, run.id);
+  run.state_dir = fmt::format("{}/{}", opts.config.state_dir, run.id);
+  state.write_run(run.id, to_json(run));
+  const std::string &base = run.base;
   bool v1_mounted = false;
+  try {
   for (const auto &mode : modes) {
     if (opts.setup_vm && mode_rank(mode) == 2 && !v1_mounted) {
       say("setup-vm: moving the controllers from cgroup2 to v1 hierarchies");
@@ -385,7 +475,7 @@ std::vector<LatencySummary> run_bench(const CgroupBenchOptions &opts, const Prog
     Layout layout = detect_layout(cfg.layout);
     ModePlan plan = plan_of(mode, layout);
     cfg.backend = plan.backend;
-    cfg.state_dir = fmt::format("{}/{}", opts.config.state_dir, base);
+    cfg.state_dir = run.state_dir;
     std::unique_ptr<Backend> b;
     try {
       b = make_backend(cfg, layout);
@@ -395,6 +485,8 @@ std::vector<LatencySummary> run_bench(const CgroupBenchOptions &opts, const Prog
       say(fmt::format("skipping {}: {}", mode, e.what()));
       continue;
     }
+    if (!under.empty())
+      b->require_parent(under); // the user's parent: an error, not a skip
     if (opts.op == "create" && plan.pooled && plan.backend != "kernel-pool") {
       say(fmt::format("skipping {}: --op create times mkdir(2), which a userspace pool does "
                       "not do",
@@ -404,6 +496,8 @@ std::vector<LatencySummary> run_bench(const CgroupBenchOptions &opts, const Prog
     std::string parent = fmt::format("{}/{}", base, mode);
     say(fmt::format("{}: {} backend, {} pool, parent {}", mode, b->name(),
                     plan.pooled ? "with" : "no", parent));
+    run.parents.emplace_back(plan.backend, parent);
+    state.write_run(run.id, to_json(run));
     b->create_parent(parent);
     try {
       Limits limits = sandbox_limits(*b, parent, progress);
@@ -447,9 +541,19 @@ std::vector<LatencySummary> run_bench(const CgroupBenchOptions &opts, const Prog
     for (const auto &t : b->trees())
       ::rmdir(t->path(base).c_str());
   }
+  } catch (...) {
+    // Whatever failed, nothing of this run stays (or its record, for gc).
+    GcReport ignored;
+    try {
+      undo_run(run, opts.config, ignored);
+    } catch (const std::exception &) {
+    }
+    throw;
+  }
   if (v1_mounted)
     vm_unmount_v1();
-  std::filesystem::remove_all(fmt::format("{}/{}", opts.config.state_dir, base));
+  std::filesystem::remove_all(run.state_dir);
+  state.remove_run(run.id);
   if (rows.empty())
     throw Error(fmt::format("no bench mode could run here (asked for: {}); the progress lines "
                             "say why each was skipped",
@@ -463,6 +567,31 @@ std::vector<LatencySummary> run_bench(const CgroupBenchOptions &opts, const Prog
     }
   }
   return rows;
+}
+
+GcReport gc_bench_runs(const Config &cfg) {
+  GcReport report;
+  StateDir state(cfg.state_dir);
+  for (const auto &id : state.run_ids()) {
+    try {
+      auto json = state.read_run(id);
+      if (!json)
+        continue; // finished meanwhile
+      BenchRun run = bench_run_from_json(id, *json);
+      if (run.actor.alive(cfg.proc_root)) {
+        report.skipped.push_back(fmt::format("bench run {}: running (pid {})", id, run.actor.pid));
+        continue;
+      }
+      size_t failed_before = report.failed.size();
+      undo_run(run, cfg, report);
+      if (report.failed.size() == failed_before)
+        report.actions.push_back(fmt::format("removed bench run {} under '{}' (pid {} gone)", id,
+                                             run.base, run.actor.pid));
+    } catch (const std::exception &e) {
+      report.failed.push_back(fmt::format("bench run {}: {}", id, e.what()));
+    }
+  }
+  return report;
 }
 
 } // namespace rundkit

@@ -43,6 +43,9 @@ struct CgroupBenchOptions {
   // mounts itself, unmount them, then v2 modes with controllers enabled,
   // then remount cgroup2 with lwcg for kernel-pool.
   bool setup_vm = false;
+  // Where the bench makes its cgroups: PARENT/lcgroupctl-bench-PID in every
+  // hierarchy (empty: at each hierarchy's root).
+  std::string parent;
   Config config;
 };
 
@@ -57,5 +60,10 @@ void check_cgroup_bench_options(const CgroupBenchOptions &opts);
 // Checks the options first (check_cgroup_bench_options).  Modes that cannot
 // run here are skipped with a note through `progress`.
 std::vector<LatencySummary> run_bench(const CgroupBenchOptions &opts, const Progress &progress);
+
+// Undoes what bench runs killed before their own clean-up left behind:
+// their claims, pools, cgroups and private state, found through the run
+// records (runs/ID.json) in cfg.state_dir.  A live run is left alone.
+GcReport gc_bench_runs(const Config &cfg);
 
 } // namespace rundkit

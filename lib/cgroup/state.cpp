@@ -55,6 +55,15 @@ bool ends_with(const std::string &s, const std::string &suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// NAME for every DIR/NAME.json.
+std::vector<std::string> json_record_names(const std::string &dir) {
+  std::vector<std::string> out;
+  for (const auto &f : list_dir(dir))
+    if (ends_with(f, ".json"))
+      out.push_back(f.substr(0, f.size() - 5));
+  return out;
+}
+
 std::optional<std::string> read_if_exists(const std::string &path) {
   try {
     return read_file(path);
@@ -230,6 +239,24 @@ std::vector<std::string> StateDir::gc_staging(const std::string &proc_root) {
     if (::unlink(p.c_str()) == 0)
       removed.push_back(p);
   }
+  // The lock directories of the no-flock fallback (lock()): one made aside
+  // (NN.new.PID-START.TID) or taken from a dead holder (NN.stale.*) by a
+  // process killed before it renamed or removed it.
+  for (const auto &f : list_dir(root_ + "/locks")) {
+    unsigned long long pid = 0, start = 0;
+    unsigned stripe = 0;
+    char kind[8] = {};
+    if (std::sscanf(f.c_str(), "%x.%5[a-z].%llu-%llu.", &stripe, kind, &pid, &start) != 4 ||
+        (std::string(kind) != "new" && std::string(kind) != "stale"))
+      continue;
+    if (ProcessId{static_cast<pid_t>(pid), start}.alive(proc_root))
+      continue;
+    std::string p = root_ + "/locks/" + f;
+    for (const auto &inside : list_dir(p))
+      ::unlink((p + "/" + inside).c_str());
+    if (::rmdir(p.c_str()) == 0)
+      removed.push_back(p);
+  }
   return removed;
 }
 
@@ -326,11 +353,34 @@ void StateDir::remove_claim(const std::string &name) {
 }
 
 std::vector<std::string> StateDir::claim_names() const {
-  std::vector<std::string> out;
-  for (const auto &f : list_dir(root_ + "/claims"))
-    if (ends_with(f, ".json"))
-      out.push_back(f.substr(0, f.size() - 5));
-  return out;
+  return json_record_names(root_ + "/claims");
+}
+
+void StateDir::write_run(const std::string &id, const nlohmann::json &record) {
+  mkdir_p(root_ + "/runs");
+  Staged(*this, record.dump()).replace(fmt::format("{}/runs/{}.json", root_, id));
+}
+
+std::optional<nlohmann::json> StateDir::read_run(const std::string &id) const {
+  std::string path = fmt::format("{}/runs/{}.json", root_, id);
+  auto text = read_if_exists(path);
+  if (!text)
+    return std::nullopt;
+  try {
+    return nlohmann::json::parse(*text);
+  } catch (const nlohmann::json::exception &e) {
+    throw Error(fmt::format("corrupt run record '{}': {}", path, e.what()));
+  }
+}
+
+void StateDir::remove_run(const std::string &id) {
+  std::string path = fmt::format("{}/runs/{}.json", root_, id);
+  if (::unlink(path.c_str()) < 0 && errno != ENOENT)
+    throw Error("unlink", path, errno);
+}
+
+std::vector<std::string> StateDir::run_ids() const {
+  return json_record_names(root_ + "/runs");
 }
 
 std::optional<PoolEntry> StateDir::take_token(const PoolRef &pool, const std::string &name) {

@@ -12,6 +12,9 @@
 //                                  process, if any (JSON)
 //   pools/BACKEND/KEY/making/ID    an entry being made (before its mkdir)
 //   pools/BACKEND/KEY/hits|misses  append-only counters: size = count
+//   runs/ID.json       a long-running command's record (lcgroupctl bench:
+//                      its actor and what it made), so gc can undo the
+//                      work of one killed with SIGKILL
 //   tmp/PID-START.*                staging for the atomic steps (gc removes
 //                                  those whose writer is gone)
 //   locks/NN                       flock(2) stripes: release, gc and fill
@@ -116,6 +119,12 @@ public:
   std::optional<ClaimRecord> read_claim(const std::string &name) const;
   void remove_claim(const std::string &name);
   std::vector<std::string> claim_names() const;
+
+  // runs/ID.json (see above); written whole each time, read back as it was.
+  void write_run(const std::string &id, const nlohmann::json &record);
+  std::optional<nlohmann::json> read_run(const std::string &id) const;
+  void remove_run(const std::string &id);
+  std::vector<std::string> run_ids() const;
 
   // Atomically moves one published token of the pool to claims/NAME.take
   // and returns its entry; nothing if the pool is empty.  Many claimers

@@ -92,14 +92,7 @@ bool pid_alive(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == E
 std::optional<pid_t> temp_writer(const std::string &name) {
   if (!name.starts_with(kTempPrefix))
     return std::nullopt;
-  std::optional<pid_t> pid;
-  try {
-    pid = temp_name_pid(name);
-  } catch (const std::exception &) { // digits beyond a long
-  }
-  if (!pid || *pid <= 0 || !name.starts_with(fmt::format("{}{}.", kTempPrefix, *pid)))
-    return 0;
-  return pid;
+  return temp_name_pid(name).value_or(0);
 }
 
 // Whether any process holds (dev, ino) open; scanning /proc is the only

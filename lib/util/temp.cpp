@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <random>
 
@@ -31,7 +32,16 @@ std::optional<pid_t> temp_name_pid(const std::string &name) {
   if (dot == 0 || dot == std::string::npos ||
       rest.find_first_not_of("0123456789") != dot)
     return std::nullopt;
-  return static_cast<pid_t>(std::stol(rest.substr(0, dot)));
+  // No pid is above the kernel's PID_MAX_LIMIT (2^22): digits beyond that
+  // (or beyond any integer) are not a pid, rather than a wrapped one.
+  // Leading zeros are not how make_temp_name() writes a pid either.
+  if (rest[0] == '0')
+    return std::nullopt;
+  unsigned long long pid = 0;
+  auto [end, ec] = std::from_chars(rest.data(), rest.data() + dot, pid);
+  if (ec != std::errc() || end != rest.data() + dot || pid == 0 || pid > kPidMaxLimit)
+    return std::nullopt;
+  return static_cast<pid_t>(pid);
 }
 
 TempFile::TempFile(const Fd &dir, int flags) : dir_(dir) {

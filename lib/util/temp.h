@@ -16,7 +16,10 @@ namespace rundkit {
 // Temporary names: ".reflinkfs-tmp.<pid>.<6 random chars>".
 inline constexpr const char *kTempPrefix = ".reflinkfs-tmp.";
 std::string make_temp_name();
-// The pid encoded in a temporary name, if `name` is one.
+// PID_MAX_LIMIT on 64-bit kernels: no pid is larger.
+inline constexpr unsigned long long kPidMaxLimit = 4194304;
+// The pid encoded in a temporary name, if `name` is one (and the number is
+// one a pid can be).
 std::optional<pid_t> temp_name_pid(const std::string &name);
 
 // A file created under a temporary name in `dir`, unlinked by the destructor

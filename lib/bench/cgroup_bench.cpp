@@ -4,15 +4,16 @@
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
-#include <set>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <new>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -76,35 +77,43 @@ BenchRun bench_run_from_json(const std::string &id, const nlohmann::json &j) {
   return r;
 }
 
-// Releases every claim, drains and removes every parent the run recorded,
-// then its base directories and private state; the record goes last, so an
-// undo that is itself killed is simply done again.
+// Kills what runs in `dir` and below and removes it all, children first.
+// For a bench run's own base only: everything under it is the run's.
+void remove_subtree(const Tree &tree, const std::string &dir) {
+  if (!cgfs::exists(dir))
+    return; // never made in this hierarchy, or removed by an earlier undo
+  for (const auto &child : cgfs::children(dir))
+    remove_subtree(tree, cgfs::join(dir, child));
+  if (auto cg = Cgroup::open(dir)) {
+    tree.kill_all(*cg);
+    cg->remove();
+  }
+}
+
+// Removes the run's base cgroup (and all below it: claims, pool entries and
+// their parked processes, parents) in every hierarchy of every backend it
+// used, then its private state; the record goes last, so an undo that is
+// itself killed is simply done again.  Works from wherever the run was
+// killed: a parent made in some hierarchies only, a claim half made.
 void undo_run(const BenchRun &run, const Config &cfg, GcReport &report) {
   Layout layout = detect_layout(cfg.layout);
   size_t failed_before = report.failed.size();
-  std::set<std::string> bases;
-  for (auto it = run.parents.rbegin(); it != run.parents.rend(); ++it) {
-    const auto &[backend, parent] = *it;
+  std::set<std::string> backends;
+  for (const auto &[backend, parent] : run.parents)
+    backends.insert(backend);
+  for (const auto &backend : backends) {
     try {
       Config sub = cfg;
       sub.backend = backend;
       sub.state_dir = run.state_dir;
       auto b = make_backend(sub, layout);
-      for (const auto &name : b->state().claim_names())
-        for (const auto &note : b->force_release(parent, name))
-          report.skipped.push_back(fmt::format("bench run {}: {}", run.id, note));
-      b->remove_parent(parent);
       for (const auto &t : b->trees())
-        bases.insert(t->path(run.base));
+        remove_subtree(*t, t->path(run.base));
     } catch (const std::exception &e) {
-      report.failed.push_back(fmt::format("bench run {}: {} parent '{}': {}", run.id, backend,
-                                          parent, e.what()));
+      report.failed.push_back(fmt::format("bench run {}: {} cgroups under '{}': {}", run.id,
+                                          backend, run.base, e.what()));
     }
   }
-  for (const auto &dir : bases)
-    if (::rmdir(dir.c_str()) < 0 && errno != ENOENT)
-      report.failed.push_back(fmt::format("bench run {}: rmdir '{}': {}", run.id, dir,
-                                          std::strerror(errno)));
   if (report.failed.size() != failed_before)
     return; // keep the record: a later gc tries again
   std::error_code ec;
@@ -284,9 +293,15 @@ struct SandboxOp {
 // device policy, a process inside).
 SandboxOp whole_sandbox(Backend &b, const std::string &parent, const Limits &limits) {
   return {[&b, parent, limits](const std::string &name) {
-            return b.claim(ClaimRequest{parent, name, limits, {}, std::nullopt, true,
-                                        std::nullopt})
-                .pid;
+            pid_t pid = b.claim(ClaimRequest{parent, name, limits, {}, std::nullopt, true,
+                                             std::nullopt})
+                            .pid;
+            // A pool hit hands out the entry's parked process, which is not
+            // ours to reap (release kills it); a miss starts our child.
+            siginfo_t info{};
+            bool ours = pid > 0 && ::waitid(P_PID, static_cast<id_t>(pid), &info,
+                                            WEXITED | WNOHANG | WNOWAIT) == 0;
+            return ours ? pid : pid_t{0};
           },
           [&b](const std::string &name, pid_t pid) {
             b.release(name);

@@ -27,6 +27,12 @@ struct CliRun {
   std::string err;
 };
 
+// The build path, unless the binary was copied elsewhere (the VM's /bin).
+std::string cli_binary() {
+  const char *bin = std::getenv("LCGROUPCTL_BIN");
+  return bin ? bin : LCGROUPCTL_BIN;
+}
+
 // In a forked child: becomes args[0], or exits 98.
 [[noreturn]] void exec_argv(std::vector<std::string> &args) {
   std::vector<char *> argv;
@@ -38,9 +44,7 @@ struct CliRun {
 }
 
 CliRun run(std::vector<std::string> args, uid_t as = 0) {
-  // The build path, unless the binary was copied elsewhere (the VM's /bin).
-  const char *bin = std::getenv("LCGROUPCTL_BIN");
-  args.insert(args.begin(), bin ? bin : LCGROUPCTL_BIN);
+  args.insert(args.begin(), cli_binary());
   int out[2], err[2];
   if (::pipe(out) < 0 || ::pipe(err) < 0)
     return {};
@@ -540,7 +544,7 @@ std::vector<std::string> hierarchy_roots() {
 
 // lcgroupctl started in the background, its output discarded; its pid.
 pid_t start_cli(std::vector<std::string> args) {
-  args.insert(args.begin(), LCGROUPCTL_BIN);
+  args.insert(args.begin(), cli_binary());
   pid_t pid = ::fork();
   if (pid == 0) {
     int null = ::open("/dev/null", O_RDWR);

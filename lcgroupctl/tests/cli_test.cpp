@@ -476,6 +476,23 @@ TEST_F(CliFlow, GcLeavesAnotherStateDirectorysPoolAlone) {
   }
 }
 
+// A claim that fails (its command does not exist) counts as neither hit nor
+// miss, and a fill whose stderr is not a terminal prints no progress.
+TEST_F(CliFlow, FailedClaimsAreNotCountedAndFillIsQuietOffATerminal) {
+  ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
+  auto fill = with({"pool", "fill", parent_, "--size", "30"});
+  ASSERT_EQ(fill.code, 0) << fill.err;
+  EXPECT_EQ(fill.err, "") << "progress written to a pipe";
+  auto before = nlohmann::json::parse(with({"pool", "status", parent_}).out);
+  auto bad = with({"claim", parent_, "s1", "--", "/nonexistent/command"});
+  EXPECT_EQ(bad.code, 1) << bad.out;
+  EXPECT_NE(bad.out.find("/nonexistent/command"), std::string::npos) << bad.out;
+  auto after = nlohmann::json::parse(with({"pool", "status", parent_}).out);
+  EXPECT_EQ(after["hits"], before["hits"]) << after;
+  EXPECT_EQ(after["misses"], before["misses"]) << after;
+  EXPECT_EQ(with({"claim", parent_, "s1"}).code, 0) << "the failed claim kept its name";
+}
+
 TEST_F(CliFlow, ConcurrentReleasesOfOneNameSucceedExactlyOnce) {
   ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
   for (int round = 0; round < 2; ++round) {

@@ -111,6 +111,9 @@ Vm Vm::start(VmOptions opts) {
       pass.push_back({d.ro_fd, d.ro_fd});
   }
 
+  for (const auto &p : opts.pass_fds)
+    pass.push_back(p);
+
   std::vector<std::string> argv = qemu_argv(c);
   std::string log = opts.log.empty() ? dir.path + "/qemu.log" : opts.log;
   Fd logfd = Fd::open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -146,6 +149,7 @@ Vm Vm::start(VmOptions opts) {
   Vm vm(std::move(dir), std::move(child), std::move(*qmp));
   vm.dir_ = vm.dir_owner_.path;
   vm.argv_ = std::move(argv);
+  vm.config_ = std::move(c);
   vm.log_ = opts.err ? std::string() : log;
   return vm;
 }

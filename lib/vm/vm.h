@@ -28,6 +28,9 @@ struct VmOptions {
   // with neither path nor fd gets a socket DIR/NAME.sock (port_path()).
   QemuConfig config;
   const Fd *cgroup = nullptr; // a cgroup2 directory: QEMU starts inside
+  // Further descriptors QEMU gets at the numbers given (the caller keeps
+  // owning them), e.g. the state file of `migrate-incoming uri=fd:N`.
+  std::vector<PassFd> pass_fds;
   // QEMU's stdout and stderr; empty: DIR/qemu.log.  Ignored for a stream
   // that `out`/`err` set otherwise.
   std::string log;
@@ -53,6 +56,8 @@ public:
   const Fd &pidfd() const noexcept { return child_.pidfd(); }
   pid_t pid() const noexcept { return child_.pid(); }
   const std::vector<std::string> &argv() const noexcept { return argv_; }
+  // The config QEMU was started from (qmp and Vm-made port sockets filled in).
+  const QemuConfig &config() const noexcept { return config_; }
   const std::string &dir() const noexcept { return dir_; }
   const std::string &log_path() const noexcept { return log_; }
   // The socket of the virtio-serial port named `name` (Vm-made ones only).
@@ -82,6 +87,7 @@ private:
   Child child_;
   Qmp qmp_;
   std::vector<std::string> argv_;
+  QemuConfig config_;
   std::string dir_;
   std::string log_;
 };

@@ -14,8 +14,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cgroup/held_child.h"
-#include "cgroup/parked.h"
 #include "cgroup/names.h"
+#include "cgroup/parked.h"
+#include "util/process.h"
 #include "util/error.h"
 #include "util/fd.h"
 
@@ -292,6 +293,10 @@ ClaimRecord Backend::claim(const ClaimRequest &req) {
                             p));
   }
 
+  // A command that cannot run is refused before a cgroup is taken: a
+  // kernel pool counts its hit at mkdir, whatever happens after.
+  if (!req.command.empty())
+    find_executable(req.command[0]);
   check_output(req.output); // last: it may create the file
   state_.create_claim(rec); // from here on gc can find and undo everything
   try {

@@ -356,6 +356,21 @@ private:
 
 } // namespace
 
+std::string find_executable(const std::string &name) {
+  int err = 0;
+  std::string path = resolve(name, err);
+  struct stat st;
+  if (path.empty())
+    ; // err is set
+  else if (::stat(path.c_str(), &st) < 0)
+    err = errno;
+  else if (!S_ISREG(st.st_mode) || ::access(path.c_str(), X_OK) < 0)
+    err = EACCES;
+  else
+    return path;
+  throw Error("exec", name, err);
+}
+
 // --- spawn ------------------------------------------------------------------
 
 Child spawn(const SpawnOptions &opts) {
@@ -364,6 +379,8 @@ Child spawn(const SpawnOptions &opts) {
   const std::string name = opts.argv.empty() ? std::string("(idle)") : opts.argv[0];
   std::string path;
   if (!opts.idle) {
+    // A name with '/' is left to the child's execve: it is relative to the
+    // child's cwd, and a held child reports its failure from start().
     int lookup_err = 0;
     path = resolve(name, lookup_err);
     if (path.empty())

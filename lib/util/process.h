@@ -207,6 +207,12 @@ private:
 // async-signal-safe system calls before exec).
 Child spawn(const SpawnOptions &opts);
 
+// argv[0] as execvp would find it (PATH search when it has no '/'; else
+// relative to our cwd), checked to be an executable regular file; throws
+// "exec 'NAME': ..." otherwise.  For callers that must refuse a command
+// before they commit resources to it; spawn() itself reports from the child.
+std::string find_executable(const std::string &name);
+
 // Exit code of a worker whose callable threw (it printed what() to stderr).
 inline constexpr int kWorkerThrew = 70; // EX_SOFTWARE
 

@@ -615,3 +615,28 @@ TEST(ForkWorker, FlushStdioOffLeavesOurBufferAlone) {
     EXPECT_EQ(read_all(rd), "x") << "written once, flush_stdio " << flush;
   }
 }
+
+// What a claim checks before it takes a pooled cgroup: the same answer
+// execve would give, before anything runs.
+TEST(FindExecutable, ResolvesOrSaysWhyNot) {
+  EXPECT_EQ(find_executable("/bin/sh"), "/bin/sh");
+  EXPECT_NE(find_executable("sh").find("/sh"), std::string::npos);
+  auto err_of = [](const std::string &name) {
+    try {
+      find_executable(name);
+    } catch (const Error &e) {
+      EXPECT_EQ(e.op(), "exec");
+      return e.err();
+    }
+    return 0;
+  };
+  EXPECT_EQ(err_of("/nonexistent/command"), ENOENT);
+  EXPECT_EQ(err_of("rundkit-no-such-binary-on-path"), ENOENT);
+  EXPECT_EQ(err_of("/tmp"), EACCES) << "a directory";
+  char path[] = "/tmp/rundkit-noexec.XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  EXPECT_EQ(err_of(path), EACCES) << "not executable";
+  ::unlink(path);
+}

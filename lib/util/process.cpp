@@ -371,6 +371,45 @@ std::string find_executable(const std::string &name) {
   throw Error("exec", name, err);
 }
 
+std::optional<Fd> open_process(const ProcessId &id, const std::string &proc_root) {
+  if (id.pid <= 0 || !id.alive(proc_root))
+    return std::nullopt;
+  int fd = ::pidfd_open(id.pid, 0);
+  if (fd < 0) {
+    if (errno == ESRCH)
+      return std::nullopt;
+    throw Error("pidfd_open", fmt::format("pid {}", id.pid), errno);
+  }
+  Fd pidfd(fd, fmt::format("pidfd {}", id.pid));
+  // The pid may have been freed and reused between the check and the
+  // open: the start time read again now names the process the fd holds.
+  if (!id.alive(proc_root))
+    return std::nullopt;
+  return pidfd;
+}
+
+bool wait_process_exit(const Fd &pidfd, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline -
+                                                             std::chrono::steady_clock::now());
+    struct pollfd p = {pidfd.get(), POLLIN, 0};
+    int rc = ::poll(&p, 1, static_cast<int>(std::max<long>(0, left.count())));
+    if (rc > 0)
+      return true;
+    if (rc < 0 && errno != EINTR)
+      throw Error("poll", pidfd.path(), errno);
+    if (rc == 0)
+      return false;
+  }
+}
+
+bool kill_process(const Fd &pidfd, std::chrono::milliseconds timeout) {
+  if (::pidfd_send_signal(pidfd.get(), SIGKILL, nullptr, 0) < 0 && errno != ESRCH)
+    throw Error("pidfd_send_signal", pidfd.path(), errno);
+  return wait_process_exit(pidfd, timeout);
+}
+
 // --- spawn ------------------------------------------------------------------
 
 Child spawn(const SpawnOptions &opts) {

@@ -28,6 +28,7 @@
 
 #include "util/error.h"
 #include "util/fd.h"
+#include "util/proc.h"
 
 namespace rundkit {
 
@@ -212,6 +213,16 @@ Child spawn(const SpawnOptions &opts);
 // "exec 'NAME': ..." otherwise.  For callers that must refuse a command
 // before they commit resources to it; spawn() itself reports from the child.
 std::string find_executable(const std::string &name);
+
+// A process that is not (or no longer) our child, e.g. a VMM started by an
+// earlier run of a tool: held by a pidfd opened from its pid + start time,
+// so a recycled pid is never signalled.  Nothing if the process is gone.
+std::optional<Fd> open_process(const ProcessId &id, const std::string &proc_root = "/proc");
+// Waits at most `timeout` for the process behind `pidfd` to exit (POLLIN on
+// a pidfd works for any process, not only children); true if it did.
+bool wait_process_exit(const Fd &pidfd, std::chrono::milliseconds timeout);
+// SIGKILL through `pidfd`, then wait_process_exit(); true once it is gone.
+bool kill_process(const Fd &pidfd, std::chrono::milliseconds timeout);
 
 // Exit code of a worker whose callable threw (it printed what() to stderr).
 inline constexpr int kWorkerThrew = 70; // EX_SOFTWARE

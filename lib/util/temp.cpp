@@ -70,9 +70,34 @@ void TempFile::commit(const std::string &final_name) {
   linked_ = false;
 }
 
+void TempFile::replace(const std::string &final_name) {
+  check_sys(::renameat(dir_.get(), name_.c_str(), dir_.get(), final_name.c_str()), "rename",
+            dir_.path_of(final_name));
+  linked_ = false;
+}
+
 void TempFile::unlink_now() {
   check_sys(::unlinkat(dir_.get(), name_.c_str(), 0), "unlink", dir_.path_of(name_));
   linked_ = false;
+}
+
+void write_file_staged(const std::string &path, const std::string &data, bool replace) {
+  auto slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  Fd d = Fd::open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  TempFile t(d, O_WRONLY);
+  for (size_t done = 0; done < data.size();) {
+    ssize_t n = ::write(t.fd().get(), data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    check_sys(n, "write", t.fd().path());
+    done += static_cast<size_t>(n);
+  }
+  if (replace)
+    t.replace(name);
+  else
+    t.commit(name);
 }
 
 } // namespace rundkit

@@ -36,6 +36,8 @@ public:
   const std::string &name() const noexcept { return name_; }
   // renameat2(RENAME_NOREPLACE): never replaces an existing `final_name`.
   void commit(const std::string &final_name);
+  // rename(2): replaces `final_name` if it exists, atomically.
+  void replace(const std::string &final_name);
   // Removes the name now, keeping the descriptor (the volatile case).
   void unlink_now();
 
@@ -45,5 +47,12 @@ private:
   Fd fd_;
   bool linked_ = true;
 };
+
+// The staged write every record goes through: `data` written to a temporary
+// file beside `path`, then renamed over it, so a reader (or a process killed
+// at any instruction) sees the old record or the new one, never part of one.
+// With `replace` false, an existing `path` is an Error (EEXIST) and is kept.
+// No fsync: records live on tmpfs.
+void write_file_staged(const std::string &path, const std::string &data, bool replace = true);
 
 } // namespace rundkit

@@ -640,3 +640,20 @@ TEST(FindExecutable, ResolvesOrSaysWhyNot) {
   EXPECT_EQ(err_of(path), EACCES) << "not executable";
   ::unlink(path);
 }
+
+// A detached process found again by pid + start time, as a later run of a
+// tool finds the VMM an earlier one started.
+TEST(OpenProcess, HoldsByIdentityAndKills) {
+  Child c = spawn(cmd({"sleep", "1000"}));
+  auto id = ProcessId::of(c.pid());
+  ASSERT_TRUE(id);
+  ProcessId wrong = *id;
+  wrong.start += 1;
+  EXPECT_FALSE(open_process(wrong)) << "a process of another start time";
+  auto h = open_process(*id);
+  ASSERT_TRUE(h);
+  EXPECT_FALSE(wait_process_exit(*h, std::chrono::milliseconds(50)));
+  EXPECT_TRUE(kill_process(*h, std::chrono::milliseconds(5000)));
+  EXPECT_TRUE(c.wait_for(std::chrono::milliseconds(5000)));
+  EXPECT_FALSE(open_process(*id)) << "reaped, yet opened";
+}

@@ -2,9 +2,13 @@
 
 #include <unistd.h>
 
+#include <filesystem>
 #include <string>
 
 #include <gtest/gtest.h>
+
+#include "util/error.h"
+#include "util/fd.h"
 
 using namespace rundkit;
 
@@ -24,4 +28,28 @@ TEST(TempNames, CarryThePid) {
   EXPECT_FALSE(temp_name_pid(".reflinkfs-tmp.0.abcdef"));
   EXPECT_FALSE(temp_name_pid(".reflinkfs-tmp.0042.abcdef"));
   EXPECT_EQ(temp_name_pid(".reflinkfs-tmp.4194304.abcdef"), 4194304);
+}
+
+TEST(WriteFileStaged, ReplacesWholeOrRefuses) {
+  char tmpl[] = "/tmp/rundkit-staged.XXXXXX";
+  ASSERT_TRUE(::mkdtemp(tmpl));
+  std::string dir = tmpl, path = dir + "/rec.json";
+  write_file_staged(path, "one", false);
+  EXPECT_EQ(read_file(path), "one");
+  write_file_staged(path, "two");
+  EXPECT_EQ(read_file(path), "two");
+  try {
+    write_file_staged(path, "three", false);
+    FAIL() << "replaced an existing file";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.err(), EEXIST);
+  }
+  EXPECT_EQ(read_file(path), "two");
+  EXPECT_THROW(write_file_staged(dir + "/missing/rec.json", "x"), Error);
+  // Nothing staged is left behind.
+  size_t n = 0;
+  for (auto it = std::filesystem::directory_iterator(dir); it != decltype(it)(); ++it)
+    ++n;
+  EXPECT_EQ(n, 1u);
+  std::filesystem::remove_all(dir);
 }

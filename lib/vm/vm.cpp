@@ -73,15 +73,20 @@ Vm::Dir::~Dir() {
 }
 
 Vm Vm::start(VmOptions opts) {
-  char tmpl[] = "/tmp/rundkit-vm.XXXXXX";
-  if (!::mkdtemp(tmpl))
-    throw Error("mkdtemp", tmpl, errno);
-  Dir dir(tmpl);
+  Dir dir;
+  std::string dir_path = opts.dir;
+  if (dir_path.empty()) {
+    char tmpl[] = "/tmp/rundkit-vm.XXXXXX";
+    if (!::mkdtemp(tmpl))
+      throw Error("mkdtemp", tmpl, errno);
+    dir = Dir(tmpl);
+    dir_path = tmpl;
+  }
   QemuConfig &c = opts.config;
 
   std::vector<Fd> listeners; // our copies, closed once QEMU has its own
   std::vector<PassFd> pass;
-  std::string qmp_path = dir.path + "/qmp.sock";
+  std::string qmp_path = dir_path + "/qmp.sock";
   listeners.push_back(listen_unix(qmp_path));
   // Connected before QEMU exists: the backlog holds us until it accepts.
   Fd qmp_sock = connect_unix(qmp_path);
@@ -89,7 +94,7 @@ Vm Vm::start(VmOptions opts) {
   pass.push_back({listeners.back().get(), listeners.back().get()});
   for (auto &p : c.ports) {
     if (p.socket.fd < 0 && p.socket.path.empty()) {
-      p.socket.path = dir.path + "/" + p.name + ".sock";
+      p.socket.path = dir_path + "/" + p.name + ".sock";
       listeners.push_back(listen_unix(p.socket.path));
       p.socket.fd = listeners.back().get();
     }
@@ -115,7 +120,7 @@ Vm Vm::start(VmOptions opts) {
     pass.push_back(p);
 
   std::vector<std::string> argv = qemu_argv(c);
-  std::string log = opts.log.empty() ? dir.path + "/qemu.log" : opts.log;
+  std::string log = opts.log.empty() ? dir_path + "/qemu.log" : opts.log;
   Fd logfd = Fd::open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
 
   SpawnOptions so;
@@ -127,7 +132,12 @@ Vm Vm::start(VmOptions opts) {
   so.cgroup = opts.cgroup;
   so.pdeathsig = opts.pdeathsig;
   so.new_session = opts.new_session;
+  so.held = static_cast<bool>(opts.place);
   Child child = spawn(so);
+  if (opts.place) {
+    opts.place(child.pid()); // a throw drops child: killed before exec
+    child.start();
+  }
   listeners.clear();
   ro_copies.clear();
   logfd.reset();
@@ -147,7 +157,7 @@ Vm Vm::start(VmOptions opts) {
     throw Error(fmt::format("{} ({}){}{}", why, e.what(), text.empty() ? "" : ": ", text));
   }
   Vm vm(std::move(dir), std::move(child), std::move(*qmp));
-  vm.dir_ = vm.dir_owner_.path;
+  vm.dir_ = dir_path;
   vm.argv_ = std::move(argv);
   vm.config_ = std::move(c);
   vm.log_ = opts.err ? std::string() : log;
@@ -155,6 +165,11 @@ Vm Vm::start(VmOptions opts) {
 }
 
 Vm::~Vm() = default;
+
+Fd Vm::detach() noexcept {
+  dir_owner_.path.clear(); // the directory is the caller's now
+  return child_.detach();
+}
 
 std::string Vm::port_path(const std::string &name) const { return dir_ + "/" + name + ".sock"; }
 

@@ -11,6 +11,7 @@
 
 #include <csignal>
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -28,6 +29,15 @@ struct VmOptions {
   // with neither path nor fd gets a socket DIR/NAME.sock (port_path()).
   QemuConfig config;
   const Fd *cgroup = nullptr; // a cgroup2 directory: QEMU starts inside
+  // Called with QEMU's pid while it is held before exec (util/process
+  // `held`): where it must also be placed in v1 hierarchies, which cannot
+  // clone into a cgroup, so that its first instruction already runs there.
+  // A throw kills it before it ran anything.
+  std::function<void(pid_t)> place;
+  // The directory for QEMU's sockets and log: an existing one the caller
+  // owns (a sandbox's, which outlives this process; kept when the Vm is
+  // dropped), or empty for a private one under /tmp removed with the Vm.
+  std::string dir;
   // Further descriptors QEMU gets at the numbers given (the caller keeps
   // owning them), e.g. the state file of `migrate-incoming uri=fd:N`.
   std::vector<PassFd> pass_fds;
@@ -69,6 +79,9 @@ public:
   std::optional<ExitStatus> wait_for(std::chrono::milliseconds timeout) {
     return child_.wait_for(timeout);
   }
+  // Lets QEMU run on without this object (it must have been started with
+  // pdeathsig 0): returns its pidfd; the socket directory stays.
+  Fd detach() noexcept;
   // QMP quit, then SIGKILL if QEMU has not exited within `grace`.
   ExitStatus stop(std::chrono::milliseconds grace = std::chrono::milliseconds(10000));
 
@@ -78,7 +91,10 @@ private:
     Dir() = default;
     explicit Dir(std::string p) : path(std::move(p)) {}
     Dir(Dir &&o) noexcept : path(std::exchange(o.path, {})) {}
-    Dir &operator=(Dir &&) = delete;
+    Dir &operator=(Dir &&o) noexcept {
+      std::swap(path, o.path);
+      return *this;
+    }
     ~Dir();
   };
   Vm(Dir dir, Child child, Qmp qmp)

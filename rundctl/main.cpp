@@ -1,0 +1,278 @@
+// rundctl OBJECT VERB: microVM sandboxes (lib/sandbox).  Parses arguments,
+// calls the runtime, prints.  Exit codes: 0 ok, 1 the operation failed, 2
+// bad command line or value.  See Documentation/rundctl.md.
+#include <unistd.h>
+
+#include <iostream>
+#include <optional>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "cgroup/limits.h"
+#include "sandbox/runtime.h"
+#include "util/cli.h"
+#include "util/error.h"
+#include "util/units.h"
+
+using namespace rundkit;
+using namespace rundkit::sandbox;
+
+namespace {
+
+void progress(const std::string &line) {
+  static const bool tty = ::isatty(STDERR_FILENO);
+  if (tty)
+    std::cerr << "\r\033[K" << line << std::flush;
+}
+
+void end_progress() {
+  static const bool tty = ::isatty(STDERR_FILENO);
+  if (tty)
+    std::cerr << "\r\033[K" << std::flush;
+}
+
+double ms(uint64_t us) { return static_cast<double>(us) / 1000.0; }
+
+std::string text_of(const TemplateSummary &t) {
+  std::string s = fmt::format(
+      "template {}: {} MiB, {} vCPU, {}, layer {} MiB\n  kernel {}\n  dir {}\n  layer image {}\n"
+      "  boot {} ms, save {} ms, state {} KiB, RAM file {} MiB allocated\n",
+      t.name, t.memory_mib, t.cpus, t.accel, t.layer_bytes >> 20, t.kernel, t.dir, t.layer_image,
+      t.boot_ms, t.save_ms, t.state_bytes >> 10, t.ram_bytes_allocated >> 20);
+  if (!t.users.empty())
+    s += fmt::format("  sandboxes: {}\n", fmt::join(t.users, " "));
+  return s;
+}
+
+std::string text_of(const SandboxRecord &r) {
+  const PhaseTimes &t = r.times;
+  std::string s = fmt::format("sandbox {} {} from {}{} ({}), guest pid {}\n", r.name, r.phase,
+                              r.template_name, r.cold ? " (cold boot)" : "", r.accel,
+                              r.guest_pid);
+  if (r.qemu)
+    s += fmt::format("  qemu pid {}\n", r.qemu->pid);
+  for (const auto &c : r.cgroups)
+    s += fmt::format("  cgroup {} ({}, {})\n", c, r.backend, r.pool_hit ? "pool hit" : "pool miss");
+  s += fmt::format("  view {}\n", r.view);
+  s += fmt::format("  ms from start: checked {:.1f}  cgroup {:.1f}  layer {:.1f}  view {:.1f}  "
+                   "spawn {:.1f}  {} {:.1f}  running {:.1f}\n",
+                   ms(t.checked_us), ms(t.cgroup_us), ms(t.layer_us), ms(t.view_us),
+                   ms(t.spawn_us), r.cold ? "boot" : "restore", ms(t.restore_us),
+                   ms(t.agent_us));
+  return s;
+}
+
+std::string text_of(const SandboxStatus &st) {
+  std::string s = text_of(st.record);
+  if (st.qemu_alive)
+    s += fmt::format("  host memory: PSS {} KiB, RSS {} KiB\n", st.pss_kib, st.rss_kib);
+  else
+    s += "  QEMU is not running (rundctl gc removes it)\n";
+  return s;
+}
+
+std::string text_of(const GcOutcome &g) {
+  std::string s;
+  for (const auto &a : g.removed)
+    s += a + "\n";
+  for (const auto &k : g.kept)
+    s += "kept: " + k + "\n";
+  for (const auto &f : g.failed)
+    s += "failed: " + f + "\n";
+  return s.empty() ? "nothing to clean\n" : s;
+}
+
+std::chrono::milliseconds parse_ms(const std::string &text, const char *what) {
+  // "500ms", "10s", or plain seconds.
+  try {
+    size_t used = 0;
+    double v = std::stod(text, &used);
+    std::string unit = text.substr(used);
+    double msv = unit == "ms" ? v : (unit == "s" || unit.empty()) ? v * 1000 : -1;
+    if (msv < 0 || msv > 86400e3 || !(v >= 0))
+      throw std::invalid_argument(text);
+    return std::chrono::milliseconds(static_cast<long>(msv));
+  } catch (const std::exception &) {
+    throw InputError(fmt::format("invalid {} '{}': a duration like 500ms or 10s", what, text));
+  }
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  CLI::App app{"rundctl: microVM sandboxes from VM templates, pooled cgroups, reflink layers\n"
+               "usage: rundctl [OPTIONS] OBJECT VERB ...; see Documentation/rundctl.md"};
+  app.require_subcommand(1);
+  CliOutput out;
+  RuntimeOptions ro;
+  out.add_flags(app);
+  app.add_option("--state-dir", ro.state_root, "records, templates, sockets (tmpfs)")
+      ->capture_default_str();
+  app.add_option("--layer-dir", ro.layer_dir,
+                 "writable-layer images and clones (XFS or btrfs: must reflink)")
+      ->capture_default_str();
+  app.add_option("--qemu", ro.qemu, "the QEMU binary")->capture_default_str();
+  app.add_option("--agent", ro.agent, "the guest agent binary (default: next to rundctl)");
+  app.add_option("--cgroup-state-dir", ro.cgroups.state_dir, "lcgroupctl's state directory")
+      ->capture_default_str();
+  app.add_option("--backend", ro.cgroups.backend, "cgroup backend: auto, v1, v2, kernel-pool")
+      ->capture_default_str();
+
+  // template
+  auto *tmpl = app.add_subcommand("template", "VM templates sandboxes are restored from");
+  tmpl->require_subcommand(1);
+  std::string name;
+  TemplateRequest treq;
+  std::string memory = "128M", layer_size = "256M";
+  auto *tcreate = tmpl->add_subcommand("create", "boot a VM with the agent idle and save it");
+  tcreate->add_option("NAME", treq.name, "template name")->required();
+  tcreate->add_option("--kernel", treq.kernel, "guest vmlinux (PVH, microvm)")->required();
+  tcreate->add_option("--memory", memory, "guest RAM")->capture_default_str();
+  tcreate->add_option("--cpus", treq.cpus, "vCPUs")->capture_default_str();
+  tcreate->add_option("--layer-size", layer_size, "every sandbox's writable layer")
+      ->capture_default_str();
+  tcreate->add_option("--accel", ro.accel, "auto, tcg or kvm")->capture_default_str();
+  auto *tshow = tmpl->add_subcommand("show", "one template");
+  tshow->add_option("NAME", name, "template name")->required();
+  auto *tlist = tmpl->add_subcommand("list", "every template");
+  auto *tremove = tmpl->add_subcommand("remove", "remove a template no sandbox uses");
+  tremove->add_option("NAME", name, "template name")->required();
+
+  // sandbox
+  auto *sb = app.add_subcommand("sandbox", "microVM sandboxes");
+  sb->require_subcommand(1);
+  StartRequest sreq;
+  std::optional<std::string> cpus, smemory, pids;
+  std::vector<std::string> env;
+  std::string timeout = "60s", grace = "5s", exec_timeout = "10s";
+  std::vector<std::string> command;
+  auto *start = sb->add_subcommand("start", "start a sandbox from a template");
+  start->add_option("NAME", sreq.name, "sandbox name")->required();
+  start->add_option("--template", sreq.template_name, "template to restore")->required();
+  // One value per --rootfs/--env: a vector option would otherwise swallow
+  // the words up to "--" and leave the command's own flags unexpected.
+  start->add_option("--rootfs", sreq.layers, "image layer directory, bottom first (repeat)")
+      ->required()
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  start->add_option("--cpus", cpus, "CPU time in CPUs (<= the template's vCPUs)");
+  start->add_option("--memory", smemory, "guest memory: must be the template's");
+  start->add_option("--pids", pids, "task limit inside the guest");
+  start->add_option("--cgroup-parent", sreq.cgroup_parent, "host cgroup parent (default rundctl)");
+  start->add_option("--env", env, "KEY=VALUE for the command (repeat)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  start->add_option("--cwd", sreq.cwd, "the command's working directory")->capture_default_str();
+  start->add_flag("--cold", sreq.cold, "boot the kernel instead of restoring the template");
+  start->add_option("--timeout", timeout, "how long the guest may take to report")
+      ->capture_default_str();
+  start->footer("After --: the command and its arguments (default /bin/sh).");
+  auto *exec = sb->add_subcommand("exec", "run a command in a running sandbox");
+  exec->add_option("NAME", name, "sandbox name")->required();
+  exec->add_option("--timeout", exec_timeout, "kill it after this long")->capture_default_str();
+  exec->footer("After --: the command and its arguments.");
+  auto *stop = sb->add_subcommand("stop", "power off, release everything");
+  stop->add_option("NAME", name, "sandbox name")->required();
+  stop->add_option("--grace", grace, "how long the guest may take to power off")
+      ->capture_default_str();
+  auto *slist = sb->add_subcommand("list", "every sandbox");
+  auto *sshow = sb->add_subcommand("show", "one sandbox: record, phases, host memory");
+  sshow->add_option("NAME", name, "sandbox name")->required();
+
+  auto *gc = app.add_subcommand("gc", "remove what killed or crashed runs left behind");
+
+  // Everything after the first "--" is the command, taken as it is (CLI11
+  // would still parse a "-c" there as an option of ours).
+  int our_argc = argc;
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--") {
+      our_argc = i;
+      command.assign(argv + i + 1, argv + argc);
+      break;
+    }
+  if (auto code = parse_command_line(app, our_argc, argv, out))
+    return *code;
+  if (*exec && command.empty())
+    return out.fail(kExitUsage, "sandbox exec NAME -- CMD ...: no command given");
+
+  return run_command(out, [&]() -> int {
+    Runtime rt(ro);
+    if (*tcreate) {
+      treq.memory_mib = parse_size(memory) >> 20;
+      treq.layer_bytes = parse_size(layer_size);
+      auto t = rt.create_template(treq, progress);
+      end_progress();
+      out.print(to_json(t), text_of(t));
+    } else if (*tshow) {
+      auto t = rt.show_template(name);
+      out.print(to_json(t), text_of(t));
+    } else if (*tlist) {
+      nlohmann::json j = nlohmann::json::array();
+      std::string text;
+      for (const auto &t : rt.list_templates()) {
+        j.push_back(to_json(t));
+        text += fmt::format("{:<20} {:>5} MiB {:>2} vCPU {:<4} {} sandbox(es)\n", t.name,
+                            t.memory_mib, t.cpus, t.accel, t.users.size());
+      }
+      out.print(j, text.empty() ? "no templates\n" : text);
+    } else if (*tremove) {
+      rt.remove_template(name);
+      out.print({{"removed", name}}, fmt::format("removed template {}\n", name));
+    } else if (*start) {
+      if (cpus)
+        sreq.cpus = parse_cpus(*cpus);
+      if (smemory)
+        sreq.memory_bytes = parse_size(*smemory);
+      if (pids)
+        sreq.pids = parse_limits(std::nullopt, std::nullopt, pids, std::nullopt).pids;
+      if (!command.empty())
+        sreq.command = command;
+      for (const auto &e : env) {
+        if (e.find('=') == std::string::npos || e[0] == '=')
+          throw InputError(fmt::format("invalid --env '{}': KEY=VALUE", e));
+        sreq.env.push_back(e);
+      }
+      sreq.agent_timeout = parse_ms(timeout, "--timeout");
+      auto r = rt.start(sreq);
+      out.print(to_json(r), text_of(r));
+    } else if (*exec) {
+      auto r = rt.exec(name, command, parse_ms(exec_timeout, "--timeout"));
+      if (out.json) {
+        out.print_json(to_json(r));
+      } else {
+        std::cout << r.out << std::flush;
+        std::cerr << r.err << std::flush;
+        if (!r.status.ok())
+          std::cerr << fmt::format("rundctl: {} {}\n", command[0],
+                                   r.timed_out ? "timed out" : r.status.describe());
+      }
+      return r.status.ok() ? kExitOk : kExitFailure;
+    } else if (*stop) {
+      rt.stop(name, parse_ms(grace, "--grace"));
+      out.print({{"stopped", name}}, fmt::format("stopped {}\n", name));
+    } else if (*slist) {
+      nlohmann::json j = nlohmann::json::array();
+      std::string text;
+      for (const auto &s : rt.list()) {
+        j.push_back(to_json(s));
+        text += fmt::format("{:<20} {:<9} {:<16} qemu {:<8} PSS {:>7} KiB\n", s.record.name,
+                            s.record.phase, s.record.template_name,
+                            s.record.qemu ? std::to_string(s.record.qemu->pid) : "-",
+                            s.pss_kib);
+      }
+      out.print(j, text.empty() ? "no sandboxes\n" : text);
+    } else if (*sshow) {
+      auto s = rt.show(name);
+      out.print(to_json(s), text_of(s));
+    } else if (*gc) {
+      auto g = rt.gc();
+      out.print(to_json(g), text_of(g));
+      if (!g.failed.empty())
+        return kExitFailure;
+    }
+    return kExitOk;
+  });
+}

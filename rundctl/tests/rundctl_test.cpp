@@ -1,0 +1,464 @@
+// rundctl end to end: real sandboxes (the condensed guest kernel under
+// QEMU, the guest agent, a loop-mounted XFS for the writable layers, the
+// machine's cgroups), driven through the CLI as an operator would.
+//
+// Needs root, RUNDKIT_TEST_GUEST_KERNEL_DIR (vmlinux and bzImage, as
+// scripts/build-guest-kernel leaves them) and busybox-static; skipped
+// otherwise.  One template is made once and shared by every test.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "storage/mount_table.h"
+#include "testing/scratch_fs.h"
+#include "util/error.h"
+#include "util/fd.h"
+#include "util/process.h"
+#include "vm/template.h"
+
+using namespace rundkit;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+  nlohmann::json json() const {
+    auto j = nlohmann::json::parse(out, nullptr, false);
+    return j;
+  }
+};
+
+std::string make_dir(const std::string &tmpl) {
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (!::mkdtemp(buf.data()))
+    throw Error("mkdtemp", tmpl, errno);
+  return buf.data();
+}
+
+// The shared set-up: state on tmpfs, layers on XFS, an image of two
+// layers, a cgroup parent of our own, one template.
+struct Env {
+  std::string skip;
+  std::string kernel_dir;
+  std::string state, cgstate, parent, layers_root, base, func;
+  std::unique_ptr<ScratchFs> xfs;
+  std::string template_name = "t1";
+  std::string ram_sha_at_create;
+
+  std::vector<std::string> global() const {
+    return {RUNDCTL_BIN, "--json", "--state-dir", state, "--layer-dir", xfs->mountpoint(),
+            "--cgroup-state-dir", cgstate};
+  }
+  Result rundctl(std::vector<std::string> args, std::chrono::milliseconds timeout = 300s) const {
+    std::vector<std::string> argv = global();
+    argv.insert(argv.end(), args.begin(), args.end());
+    SpawnOptions o;
+    o.argv = argv;
+    RunResult r = run(o, timeout);
+    return {r.status.shell_code(), r.out, r.stderr_tail};
+  }
+  std::vector<std::string> start_args(const std::string &name,
+                                      std::vector<std::string> cmd = {}) const {
+    std::vector<std::string> a = {"sandbox", "start", name, "--template", template_name,
+                                  "--rootfs", base, "--rootfs", func, "--cgroup-parent", parent};
+    if (cmd.empty())
+      cmd = {"/bin/sleep", "100000"};
+    a.push_back("--");
+    a.insert(a.end(), cmd.begin(), cmd.end());
+    return a;
+  }
+  std::string ram_path() const { return state + "/templates/" + template_name + "/vm/ram"; }
+
+  Env() {
+    const char *k = std::getenv("RUNDKIT_TEST_GUEST_KERNEL_DIR");
+    if (::geteuid() != 0) {
+      skip = "needs root";
+      return;
+    }
+    if (!k || !*k || !fs::exists(std::string(k) + "/vmlinux")) {
+      skip = "RUNDKIT_TEST_GUEST_KERNEL_DIR does not name a directory with vmlinux "
+             "(scripts/build-guest-kernel)";
+      return;
+    }
+    if (!fs::exists("/bin/busybox")) {
+      skip = "no /bin/busybox (apt-get install busybox-static)";
+      return;
+    }
+    kernel_dir = k;
+    state = make_dir("/dev/shm/rundctl-test.XXXXXX");
+    cgstate = make_dir("/dev/shm/rundctl-test-cg.XXXXXX");
+    parent = fmt::format("rundctl-test-{}", ::getpid());
+    xfs = std::make_unique<ScratchFs>("xfs", 2ULL << 30);
+    layers_root = make_dir("/tmp/rundctl-test-layers.XXXXXX");
+    base = layers_root + "/base";
+    func = layers_root + "/func";
+    for (const auto &d : {base + "/bin", base + "/etc", base + "/tmp", base + "/proc",
+                          base + "/dev", base + "/sys", func})
+      fs::create_directories(d);
+    fs::copy_file("/bin/busybox", base + "/bin/busybox");
+    for (const char *applet : {"sh", "cat", "echo", "sleep", "hostname", "ls", "head", "od",
+                               "sha256sum", "dd", "mount", "cut", "grep", "true", "false"})
+      fs::create_symlink("busybox", base + "/bin/" + std::string(applet));
+    write_file_new(base + "/etc/base-marker", "base layer\n");
+    write_file_new(func + "/func.sh", "#!/bin/sh\necho \"function ran on $(hostname)\"\n");
+    fs::permissions(func + "/func.sh", fs::perms::owner_all | fs::perms::group_read |
+                                           fs::perms::others_read);
+    Result r = rundctl({"template", "create", template_name, "--kernel", kernel_dir + "/vmlinux",
+                        "--memory", "128M", "--cpus", "1", "--layer-size", "64M"});
+    if (r.code != 0) {
+      skip = "template create failed: " + r.out + r.err;
+      return;
+    }
+    ram_sha_at_create = vm::file_sha256(ram_path());
+  }
+  static void write_file_new(const std::string &path, const std::string &data) {
+    Fd f = Fd::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (::write(f.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size()))
+      throw Error("write", path, errno);
+  }
+  ~Env() {
+    if (!state.empty()) {
+      rundctl({"gc"});
+      for (const auto &e : fs::directory_iterator(state + "/sandboxes"))
+        rundctl({"sandbox", "stop", e.path().filename().string()});
+      rundctl({"template", "remove", template_name});
+      for (const auto &root : {"/sys/fs/cgroup"})
+        ::rmdir((std::string(root) + "/" + parent).c_str());
+      for (const auto &m : read_mount_table())
+        if (m.target.starts_with("/sys/fs/cgroup/") && m.fstype == "cgroup")
+          ::rmdir((m.target + "/" + parent).c_str());
+    }
+    std::error_code ec;
+    xfs.reset();
+    for (const auto &d : {state, cgstate, layers_root})
+      if (!d.empty())
+        fs::remove_all(d, ec);
+  }
+};
+
+Env &env() {
+  static Env e;
+  return e;
+}
+
+#define NEED_ENV()                                                                                 \
+  do {                                                                                             \
+    if (!env().skip.empty())                                                                       \
+      GTEST_SKIP() << env().skip;                                                                  \
+  } while (0)
+
+// What a sandbox can leave on the host, all of which must be gone after
+// stop or gc.
+struct Leftovers {
+  std::vector<std::string> items;
+  std::string text() const {
+    std::string s;
+    for (const auto &i : items)
+      s += "  " + i + "\n";
+    return s;
+  }
+};
+
+Leftovers leftovers(const Env &e) {
+  Leftovers l;
+  for (const auto &d : fs::directory_iterator(e.state + "/sandboxes"))
+    l.items.push_back("state: " + d.path().string());
+  for (const auto &m : read_mount_table())
+    if (m.target.starts_with(e.state))
+      l.items.push_back("mount: " + m.target);
+  for (const auto &d : fs::directory_iterator(e.xfs->mountpoint())) {
+    std::string n = d.path().filename().string();
+    if (n != e.template_name + ".ext4" && n != e.template_name + ".ext4.json")
+      l.items.push_back("layer dir: " + d.path().string());
+  }
+  for (const auto &m : read_mount_table()) {
+    if (m.fstype != "cgroup" && m.fstype != "cgroup2")
+      continue;
+    std::string p = m.target + "/" + e.parent;
+    std::error_code ec;
+    if (fs::is_directory(p, ec))
+      for (const auto &c : fs::directory_iterator(p))
+        if (c.is_directory())
+          l.items.push_back("cgroup: " + c.path().string());
+  }
+  if (fs::is_directory(e.cgstate + "/claims"))
+    for (const auto &c : fs::directory_iterator(e.cgstate + "/claims"))
+      l.items.push_back("claim: " + c.path().string());
+  // Any QEMU whose command line names our state directory (found to
+  // report it, never to kill it).
+  for (const auto &p : fs::directory_iterator("/proc")) {
+    std::string n = p.path().filename().string();
+    if (n.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    std::string cmd;
+    try {
+      cmd = read_file(p.path().string() + "/cmdline");
+    } catch (const Error &) {
+      continue;
+    }
+    if (cmd.find("qemu") != std::string::npos && cmd.find(e.state) != std::string::npos)
+      l.items.push_back("process: " + n);
+  }
+  return l;
+}
+
+#define EXPECT_NOTHING_LEFT()                                                                      \
+  do {                                                                                             \
+    auto l = leftovers(env());                                                                     \
+    EXPECT_TRUE(l.items.empty()) << "left behind:\n" << l.text();                                  \
+  } while (0)
+
+TEST(Template, ShowListAndTheirRefusals) {
+  NEED_ENV();
+  auto &e = env();
+  Result show = e.rundctl({"template", "show", e.template_name});
+  ASSERT_EQ(show.code, 0) << show.out << show.err;
+  auto j = show.json();
+  EXPECT_EQ(j["memory_mib"], 128);
+  EXPECT_EQ(j["cpus"], 1);
+  EXPECT_GT(j["state_bytes"].get<uint64_t>(), 0u);
+  EXPECT_LT(j["state_bytes"].get<uint64_t>(), 4u << 20) << "guest RAM went into the state";
+  Result list = e.rundctl({"template", "list"});
+  ASSERT_EQ(list.code, 0);
+  EXPECT_EQ(list.json().size(), 1u);
+  // Taken name, missing kernel, bad sizes: exit 2, nothing made.
+  EXPECT_EQ(e.rundctl({"template", "create", e.template_name, "--kernel",
+                       e.kernel_dir + "/vmlinux"}).code, 2);
+  EXPECT_EQ(e.rundctl({"template", "create", "t2", "--kernel", "/nonexistent/vmlinux"}).code, 2);
+  EXPECT_EQ(e.rundctl({"template", "create", "t2", "--kernel", e.kernel_dir + "/vmlinux",
+                       "--memory", "1M"}).code, 2);
+  EXPECT_EQ(e.rundctl({"template", "create", "../t2", "--kernel", e.kernel_dir + "/vmlinux"})
+                .code, 2);
+  EXPECT_EQ(e.rundctl({"template", "show", "nope"}).code, 2);
+  EXPECT_EQ(e.rundctl({"template", "list"}).json().size(), 1u);
+  EXPECT_FALSE(fs::exists(e.xfs->mountpoint() + "/t2.ext4"));
+}
+
+TEST(Sandbox, FiveConcurrentStartsRunExecAndStopIsolated) {
+  NEED_ENV();
+  auto &e = env();
+  const int n = 5;
+  std::vector<Child> starts;
+  for (int i = 0; i < n; ++i) {
+    std::vector<std::string> argv = e.global();
+    auto a = e.start_args(fmt::format("s{}", i));
+    argv.insert(argv.end(), a.begin(), a.end());
+    SpawnOptions o;
+    o.argv = argv;
+    o.out = Stdio::null();
+    starts.push_back(spawn(o));
+  }
+  for (auto &c : starts) {
+    auto st = c.wait_for(300s);
+    ASSERT_TRUE(st) << "a start did not finish";
+    EXPECT_TRUE(st->ok()) << st->describe();
+  }
+  for (int i = 0; i < n; ++i) {
+    std::string name = fmt::format("s{}", i);
+    Result show = e.rundctl({"sandbox", "show", name});
+    ASSERT_EQ(show.code, 0) << show.out << show.err;
+    auto j = show.json();
+    EXPECT_EQ(j["phase"], "running");
+    EXPECT_TRUE(j["qemu_alive"].get<bool>());
+    EXPECT_GT(j["pss_kib"].get<uint64_t>(), 0u);
+    auto t = j["times_us"];
+    EXPECT_LE(t["cgroup"].get<uint64_t>(), t["layer"].get<uint64_t>());
+    EXPECT_LE(t["view"].get<uint64_t>(), t["spawn"].get<uint64_t>());
+    EXPECT_LE(t["restore"].get<uint64_t>(), t["agent"].get<uint64_t>());
+    // Its identity, its layers, its writes.
+    Result who = e.rundctl({"sandbox", "exec", name, "--", "/bin/hostname"});
+    EXPECT_EQ(who.code, 0) << who.out << who.err;
+    EXPECT_EQ(who.json()["stdout"], name + "\n");
+    Result fn = e.rundctl({"sandbox", "exec", name, "--", "/func.sh"});
+    EXPECT_EQ(fn.json()["stdout"], "function ran on " + name + "\n") << fn.out;
+    Result base = e.rundctl({"sandbox", "exec", name, "--", "/bin/cat", "/etc/base-marker"});
+    EXPECT_EQ(base.json()["stdout"], "base layer\n");
+    Result w = e.rundctl({"sandbox", "exec", name, "--", "/bin/sh", "-c",
+                          "echo " + name + " > /etc/written; dd if=/dev/urandom of=/tmp/fill "
+                          "bs=1M count=8 2>/dev/null; cat /etc/written"});
+    EXPECT_EQ(w.json()["stdout"], name + "\n") << w.out;
+  }
+  // Nobody saw anyone else's write, and no write reached the image.
+  for (int i = 0; i < n; ++i) {
+    std::string name = fmt::format("s{}", i);
+    Result r = e.rundctl({"sandbox", "exec", name, "--", "/bin/cat", "/etc/written"});
+    EXPECT_EQ(r.json()["stdout"], name + "\n");
+    Result ent = e.rundctl({"sandbox", "exec", name, "--", "/bin/sh", "-c",
+                            "head -c 16 /dev/urandom | od -An -tx1"});
+    EXPECT_EQ(ent.code, 0);
+  }
+  EXPECT_FALSE(fs::exists(e.base + "/etc/written"));
+  EXPECT_FALSE(fs::exists(e.func + "/etc"));
+  // A command that fails in the guest is an exit status, not an error.
+  Result bad = e.rundctl({"sandbox", "exec", "s0", "--", "/bin/false"});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_EQ(bad.json()["exit_code"], 1);
+  Result missing = e.rundctl({"sandbox", "exec", "s0", "--", "/no/such/command"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE((missing.out + missing.err).find("No such file"), std::string::npos) << missing.out;
+  // The template's RAM file never changed.
+  EXPECT_EQ(vm::file_sha256(e.ram_path()), e.ram_sha_at_create);
+  // A running template cannot be removed.
+  EXPECT_EQ(e.rundctl({"template", "remove", e.template_name}).code, 2);
+  Result list = e.rundctl({"sandbox", "list"});
+  EXPECT_EQ(list.json().size(), static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    Result stop = e.rundctl({"sandbox", "stop", fmt::format("s{}", i)});
+    EXPECT_EQ(stop.code, 0) << stop.out << stop.err;
+  }
+  EXPECT_NOTHING_LEFT();
+}
+
+TEST(Sandbox, BadInputIsRefusedAndChangesNothing) {
+  NEED_ENV();
+  auto &e = env();
+  auto refused = [&](std::vector<std::string> args, int code, const std::string &says) {
+    Result r = e.rundctl(args);
+    EXPECT_EQ(r.code, code) << fmt::format("{}", fmt::join(args, " ")) << "\n" << r.out << r.err;
+    EXPECT_NE(r.out.find(says), std::string::npos)
+        << fmt::format("{}", fmt::join(args, " ")) << " said " << r.out;
+    auto l = leftovers(e);
+    EXPECT_TRUE(l.items.empty()) << fmt::format("{}", fmt::join(args, " ")) << " left:\n"
+                                 << l.text();
+  };
+  auto with = [&](std::vector<std::string> extra) {
+    auto a = e.start_args("bad");
+    a.insert(a.begin() + 3, extra.begin(), extra.end());
+    return a;
+  };
+  refused({"sandbox", "start", "bad", "--template", "nope", "--rootfs", e.base}, 2,
+          "no template named 'nope'");
+  refused({"sandbox", "start", "bad", "--template", e.template_name, "--rootfs", "/nonexistent"},
+          2, "/nonexistent");
+  refused(with({"--memory", "256M"}), 2, "does not match template");
+  refused(with({"--cpus", "2"}), 2, "does not fit template");
+  refused(with({"--pids", "0"}), 2, "pids");
+  refused({"sandbox", "start", "../x", "--template", e.template_name, "--rootfs", e.base}, 2,
+          "invalid sandbox name");
+  {
+    std::vector<std::string> a = {"--qemu", "/nonexistent/qemu"};
+    auto s = e.start_args("bad");
+    a.insert(a.end(), s.begin(), s.end());
+    refused(a, 1, "/nonexistent/qemu");
+  }
+  // A command the image does not have: the agent's errno, all torn down.
+  refused(e.start_args("bad", {"/bin/no-such-command"}), 1, "No such file or directory");
+  // A guest that does not report in time: bounded, then torn down.
+  refused(with({"--cold", "--timeout", "50ms"}), 1, "");
+  // Taken name.
+  ASSERT_EQ(e.rundctl(e.start_args("taken")).code, 0);
+  Result again = e.rundctl(e.start_args("taken"));
+  EXPECT_EQ(again.code, 2);
+  EXPECT_NE(again.out.find("exists"), std::string::npos) << again.out;
+  EXPECT_EQ(e.rundctl({"sandbox", "exec", "taken", "--", "/bin/true"}).code, 0)
+      << "the refused start touched the running sandbox";
+  EXPECT_EQ(e.rundctl({"sandbox", "stop", "taken"}).code, 0);
+  EXPECT_EQ(e.rundctl({"sandbox", "stop", "taken"}).code, 2);
+  EXPECT_EQ(e.rundctl({"sandbox", "exec", "nope", "--", "/bin/true"}).code, 2);
+  // A layer directory that cannot reflink (tmpfs).
+  std::string shm = make_dir("/dev/shm/rundctl-noreflink.XXXXXX");
+  std::vector<std::string> argv = {RUNDCTL_BIN, "--json", "--state-dir", e.state,
+                                   "--layer-dir", shm, "template", "create", "t3", "--kernel",
+                                   e.kernel_dir + "/vmlinux"};
+  SpawnOptions o;
+  o.argv = argv;
+  RunResult r = run(o, 60s);
+  EXPECT_NE(r.status.shell_code(), 0);
+  EXPECT_NE(r.out.find("reflink"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(e.state + "/templates/t3"));
+  EXPECT_TRUE(fs::is_empty(shm));
+  fs::remove_all(shm);
+  EXPECT_NOTHING_LEFT();
+}
+
+TEST(Sandbox, ColdStartBootsTheKernel) {
+  NEED_ENV();
+  auto &e = env();
+  auto a = e.start_args("cold");
+  a.insert(a.begin() + 3, "--cold");
+  Result r = e.rundctl(a);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_TRUE(r.json()["cold"].get<bool>());
+  Result who = e.rundctl({"sandbox", "exec", "cold", "--", "/bin/hostname"});
+  EXPECT_EQ(who.json()["stdout"], "cold\n");
+  EXPECT_EQ(e.rundctl({"sandbox", "stop", "cold"}).code, 0);
+  EXPECT_NOTHING_LEFT();
+}
+
+// kill -9 of rundctl anywhere in start or stop: gc leaves nothing.  The
+// kill times are spread over how long a start and a stop take here.
+TEST(Sandbox, KilledAnywhereThenGcLeavesNothing) {
+  NEED_ENV();
+  auto &e = env();
+  auto timed = [&](std::vector<std::string> args) {
+    auto t0 = std::chrono::steady_clock::now();
+    Result r = e.rundctl(args);
+    EXPECT_EQ(r.code, 0) << r.out;
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::steady_clock::now() - t0)
+        .count();
+  };
+  long start_us = timed(e.start_args("probe"));
+  long stop_us = timed({"sandbox", "stop", "probe"});
+  std::mt19937 rng(static_cast<unsigned>(::getpid()));
+  int killed[2] = {0, 0};
+  const int rounds = 12;
+  for (int round = 0; round < rounds; ++round) {
+    std::string name = fmt::format("k{}", round);
+    bool in_stop = round % 3 == 2;
+    if (in_stop) {
+      ASSERT_EQ(e.rundctl(e.start_args(name)).code, 0);
+    }
+    std::uniform_int_distribution<long> at(0, in_stop ? stop_us : start_us);
+    long d = at(rng);
+    std::vector<std::string> argv = e.global();
+    std::vector<std::string> a =
+        in_stop ? std::vector<std::string>{"sandbox", "stop", name} : e.start_args(name);
+    argv.insert(argv.end(), a.begin(), a.end());
+    SpawnOptions o;
+    o.argv = argv;
+    o.out = Stdio::null();
+    o.err = Stdio::null();
+    Child c = spawn(o);
+    if (!c.wait_for(std::chrono::milliseconds(d / 1000))) {
+      c.signal(SIGKILL);
+      killed[in_stop]++;
+    }
+    c.wait_for(30s);
+    Result gc = e.rundctl({"gc"});
+    EXPECT_EQ(gc.code, 0) << gc.out;
+    // A start that finished before the kill left a running sandbox.
+    if (fs::exists(e.state + "/sandboxes/" + name)) {
+      EXPECT_EQ(e.rundctl({"sandbox", "stop", name}).code, 0) << "round " << round;
+    }
+    auto l = leftovers(e);
+    EXPECT_TRUE(l.items.empty()) << "round " << round << " (kill after " << d << " us):\n"
+                                 << l.text() << gc.out;
+  }
+  std::cerr << fmt::format("start {} ms, stop {} ms; killed {} of {} starts and {} of {} stops "
+                           "mid-way\n",
+                           start_us / 1000, stop_us / 1000, killed[0], rounds - rounds / 3,
+                           killed[1], rounds / 3);
+  EXPECT_GT(killed[0] + killed[1], 0);
+}
+
+} // namespace

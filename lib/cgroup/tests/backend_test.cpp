@@ -472,15 +472,35 @@ TEST_P(BackendTest, ParkedExecFailureIsReportedAndLeavesNothing) {
   if (GetParam() == "kernel-pool")
     GTEST_SKIP() << "the kernel pool cannot park";
   backend_->fill(parent_, 1, {}, true, {});
+  // A command that does not exist is refused before the pool is touched.
   auto req = request("s1");
   req.command = {"/nonexistent/vmm"};
   try {
     backend_->claim(req);
-    ADD_FAILURE() << "exec of a missing binary succeeded";
+    ADD_FAILURE() << "claim with a missing binary succeeded";
   } catch (const Error &e) {
     EXPECT_EQ(e.err(), ENOENT) << e.what();
     EXPECT_NE(std::string(e.what()).find("/nonexistent/vmm"), std::string::npos) << e.what();
   }
+  EXPECT_EQ(backend_->status(parent_).available, 1u) << "a refused claim used the pool";
+  // One whose exec fails only in the parked process (its interpreter is
+  // missing): the entry is spent, the failure reported, nothing left.
+  char script[] = "/tmp/rundkit-badinterp.XXXXXX";
+  int fd = ::mkstemp(script);
+  ASSERT_GE(fd, 0);
+  std::string text = "#!/nonexistent/vmm-interpreter\n";
+  ASSERT_EQ(::write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  ::fchmod(fd, 0755);
+  ::close(fd);
+  req.command = {script};
+  try {
+    backend_->claim(req);
+    ADD_FAILURE() << "exec with a missing interpreter succeeded";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.err(), ENOENT) << e.what();
+    EXPECT_NE(std::string(e.what()).find(script), std::string::npos) << e.what();
+  }
+  ::unlink(script);
   EXPECT_TRUE(backend_->state().claim_names().empty());
   for (const auto &t : backend_->trees())
     EXPECT_TRUE(cgfs::children(t->path(parent_)).empty()) << t->path(parent_);

@@ -544,6 +544,8 @@ TemplateSummary Runtime::create_template(const TemplateRequest &req, const Progr
                                  kMinTemplateSize >> 20));
   if (::access(req.kernel.c_str(), R_OK) < 0)
     throw InputError(fmt::format("kernel '{}': {}", req.kernel, std::strerror(errno)));
+  if (opts_.accel != "auto")
+    vm::parse_accel(opts_.accel); // InputError before anything is made
   find_executable(opts_.qemu);
   std::string agent = agent_binary(opts_);
   if (::geteuid() != 0)
@@ -566,18 +568,6 @@ TemplateSummary Runtime::create_template(const TemplateRequest &req, const Progr
                                  "removed cleanly (rundctl gc)",
                                  image));
 
-  std::string accel = opts_.accel;
-  if (accel == "auto") {
-    vm::AccelProbe probe;
-    probe.cache_dir = opts_.state_root;
-    probe.qemu = opts_.qemu;
-    fs::path k(req.kernel);
-    probe.kernels = {(k.parent_path() / "bzImage").string()};
-    accel = vm::to_string(vm::detect_accel(probe));
-  } else {
-    vm::parse_accel(accel);
-  }
-
   // From here on, everything made is removed again on failure; a kill -9
   // leaves the staging directory and the layer image, which gc removes.
   bool image_made = false;
@@ -587,6 +577,22 @@ TemplateSummary Runtime::create_template(const TemplateRequest &req, const Progr
     image_made = true;
     Template layer = Template::open(image);
     VolatileLayer disk = open_volatile_layer(layer, opts_.layer_dir, true);
+    // After the layer directory proved it can reflink: the probe may take
+    // seconds.
+    std::string accel = opts_.accel;
+    if (accel == "auto") {
+      vm::AccelProbe probe;
+      // One answer per host boot for every rundkit tool (scripts/rundkit-vm
+      // accel keeps its own there too): the probe takes seconds on a host
+      // whose KVM cannot boot a standard guest.
+      probe.cache_dir = "/run/rundkit";
+      probe.qemu = opts_.qemu;
+      fs::path k(req.kernel);
+      probe.kernels = {(k.parent_path() / "bzImage").string()};
+      accel = vm::to_string(vm::detect_accel(probe));
+    } else {
+      vm::parse_accel(accel);
+    }
 
     if (::mkdir(stage.c_str(), 0700) < 0)
       throw Error("mkdir", stage, errno);

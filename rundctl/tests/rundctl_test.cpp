@@ -7,6 +7,7 @@
 // otherwise.  One template is made once and shared by every test.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -122,8 +123,10 @@ struct Env {
     write_file_new(func + "/func.sh", "#!/bin/sh\necho \"function ran on $(hostname)\"\n");
     fs::permissions(func + "/func.sh", fs::perms::owner_all | fs::perms::group_read |
                                            fs::perms::others_read);
+    const char *accel = std::getenv("RUNDKIT_ACCEL");
     Result r = rundctl({"template", "create", template_name, "--kernel", kernel_dir + "/vmlinux",
-                        "--memory", "128M", "--cpus", "1", "--layer-size", "64M"});
+                        "--memory", "128M", "--cpus", "1", "--layer-size", "64M", "--accel",
+                        accel && *accel ? accel : "tcg"});
     if (r.code != 0) {
       skip = "template create failed: " + r.out + r.err;
       return;
@@ -305,6 +308,39 @@ TEST(Sandbox, FiveConcurrentStartsRunExecAndStopIsolated) {
     Result ent = e.rundctl({"sandbox", "exec", name, "--", "/bin/sh", "-c",
                             "head -c 16 /dev/urandom | od -An -tx1"});
     EXPECT_EQ(ent.code, 0);
+  }
+  // The writable layer is O_DIRECT: what the guest wrote and synced is in
+  // no host page cache (the layer QEMU holds, found through its fds).
+  {
+    ASSERT_EQ(e.rundctl({"sandbox", "exec", "s0", "--", "/bin/sh", "-c", "sync"}).code, 0);
+    auto q = e.rundctl({"sandbox", "show", "s0"}).json()["qemu"]["pid"].get<int>();
+    size_t layers = 0;
+    for (const auto &fd : fs::directory_iterator(fmt::format("/proc/{}/fd", q))) {
+      std::error_code ec;
+      std::string target = fs::read_symlink(fd.path(), ec).string();
+      if (ec || !target.starts_with(e.xfs->mountpoint()))
+        continue;
+      Fd f = Fd::open(fd.path().string(), O_RDONLY | O_CLOEXEC);
+      struct stat st;
+      ASSERT_EQ(::fstat(f.get(), &st), 0);
+      if (st.st_nlink != 0)
+        continue; // not a sandbox's nameless layer
+      ++layers;
+      size_t pages = (static_cast<size_t>(st.st_size) + 4095) / 4096;
+      void *m = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, f.get(), 0);
+      ASSERT_NE(m, MAP_FAILED);
+      std::vector<unsigned char> resident(pages);
+      ASSERT_EQ(::mincore(m, static_cast<size_t>(st.st_size), resident.data()), 0);
+      size_t cached = 0;
+      for (auto r : resident)
+        cached += r & 1;
+      ::munmap(m, static_cast<size_t>(st.st_size));
+      EXPECT_EQ(cached, 0u) << target << ": " << cached << " of " << pages
+                            << " pages in the host page cache";
+    }
+    // Its descriptors of the one layer (the fdset's read-write and
+    // read-only members, and QEMU's own open of them).
+    EXPECT_GE(layers, 1u) << "QEMU of s0 holds no nameless layer on " << e.xfs->mountpoint();
   }
   EXPECT_FALSE(fs::exists(e.base + "/etc/written"));
   EXPECT_FALSE(fs::exists(e.func + "/etc"));

@@ -11,11 +11,13 @@ CXX_BUILD := build/cxx
 
 .PHONY: help deps host-kernel host-kernel-stock host-kernel-debug selftests \
 	selftests-stock selftests-debug guest-kernel guest-test cxx cxx-test check demo \
+	demo-kernel-pool \
 	check-series clean
 
 help:
 	@echo "make deps               install the Debian packages rundkit needs (root)"
-	@echo "make demo               the main job: patched kernel in a VM, lwcg pools at work"
+	@echo "make demo               the main job: 10 microVM sandboxes at once with rundctl"
+	@echo "make demo-kernel-pool   patched kernel in a VM, lwcg pools at work"
 	@echo "make check              every test: C++ unit/integration tests, kselftests in VMs"
 	@echo "make host-kernel        patched Debian 6.1 host kernel (test + debug variants)"
 	@echo "make host-kernel-stock  the same kernel without the series, for comparison"
@@ -67,6 +69,9 @@ check:
 
 demo:
 	scripts/demo
+
+demo-kernel-pool:
+	scripts/demo-kernel-pool
 
 .PHONY: bench-guest
 bench-guest:

@@ -42,6 +42,11 @@ using std::chrono::milliseconds;
 
 namespace {
 
+void require_root() {
+  if (::geteuid() != 0)
+    throw Error("rundctl needs root (cgroups, mounts, loop devices, the layer directory)");
+}
+
 constexpr const char *kRecord = "record.json";
 constexpr const char *kTemplateMeta = "rundctl.json";
 constexpr const char *kAgentInitrd = "agent.cpio";
@@ -534,6 +539,7 @@ TemplateSummary Runtime::create_template(const TemplateRequest &req, const Progr
     if (progress)
       progress(s);
   };
+  require_root();
   validate_sandbox_name(req.name, "template");
   if (req.cpus < 1 || req.cpus > 64)
     throw InputError(fmt::format("--cpus {}: a template has 1 to 64 vCPUs", req.cpus));
@@ -548,8 +554,6 @@ TemplateSummary Runtime::create_template(const TemplateRequest &req, const Progr
     vm::parse_accel(opts_.accel); // InputError before anything is made
   find_executable(opts_.qemu);
   std::string agent = agent_binary(opts_);
-  if (::geteuid() != 0)
-    throw Error("rundctl needs root (cgroups, mounts, the layer directory)");
   impl_->ensure_state();
   if (fs::exists(impl_->template_dir(req.name)))
     throw InputError(fmt::format("template '{}' exists (rundctl template remove {})", req.name,
@@ -657,6 +661,7 @@ TemplateSummary Runtime::show_template(const std::string &name) const {
 }
 
 void Runtime::remove_template(const std::string &name) {
+  require_root();
   validate_sandbox_name(name, "template");
   TemplateMeta m = impl_->read_meta(name);
   std::string dir = impl_->template_dir(name);
@@ -687,6 +692,7 @@ SandboxRecord Runtime::start(const StartRequest &req) {
       req.on_phase(p);
   };
   // Every check before anything changes.
+  require_root();
   validate_sandbox_name(req.name, "sandbox");
   validate_sandbox_name(req.template_name, "template");
   if (req.layers.empty())
@@ -714,8 +720,6 @@ SandboxRecord Runtime::start(const StartRequest &req) {
   if (req.pids && *req.pids < 1)
     throw InputError(fmt::format("--pids {}: at least 1", *req.pids));
   find_executable(opts_.qemu);
-  if (::geteuid() != 0)
-    throw Error("rundctl needs root (cgroups, mounts, the layer directory)");
   impl_->ensure_state();
   std::string parent = req.cgroup_parent.empty() ? opts_.cgroup_parent : req.cgroup_parent;
   vm::Template vt = vm::Template::open(impl_->template_dir(m.name) + "/vm");
@@ -905,6 +909,7 @@ SandboxRecord Runtime::start(const StartRequest &req) {
 
 ExecOutcome Runtime::exec(const std::string &name, const std::vector<std::string> &argv,
                           std::chrono::milliseconds timeout) {
+  require_root();
   validate_sandbox_name(name, "sandbox");
   if (argv.empty())
     throw InputError("no command to exec");
@@ -926,6 +931,7 @@ ExecOutcome Runtime::exec(const std::string &name, const std::vector<std::string
 }
 
 void Runtime::stop(const std::string &name, std::chrono::milliseconds grace) {
+  require_root();
   validate_sandbox_name(name, "sandbox");
   std::string dir = impl_->sandbox_dir(name);
   if (!fs::exists(dir))
@@ -984,6 +990,7 @@ SandboxStatus Runtime::show(const std::string &name) const {
 }
 
 GcOutcome Runtime::gc() {
+  require_root();
   GcOutcome g;
   if (!fs::exists(impl_->sandboxes) && !fs::exists(impl_->templates))
     return g;

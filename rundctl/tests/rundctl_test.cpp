@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -495,6 +496,89 @@ TEST(Sandbox, KilledAnywhereThenGcLeavesNothing) {
                            start_us / 1000, stop_us / 1000, killed[0], rounds - rounds / 3,
                            killed[1], rounds / 3);
   EXPECT_GT(killed[0] + killed[1], 0);
+}
+
+// A template whose kernel changed since it was made is refused (with what
+// changed), and so is everyone but root.
+TEST(Template, MismatchAndNotRootAreRefused) {
+  NEED_ENV();
+  auto &e = env();
+  std::string dir = make_dir("/tmp/rundctl-test-kernel.XXXXXX");
+  std::string kernel = dir + "/vmlinux";
+  fs::copy_file(e.kernel_dir + "/vmlinux", kernel);
+  const char *accel = std::getenv("RUNDKIT_ACCEL");
+  ASSERT_EQ(e.rundctl({"template", "create", "tk", "--kernel", kernel, "--layer-size", "32M",
+                       "--accel", accel && *accel ? accel : "tcg"})
+                .code,
+            0);
+  {
+    Fd k = Fd::open(kernel, O_WRONLY | O_APPEND | O_CLOEXEC);
+    ASSERT_EQ(::write(k.get(), "x", 1), 1);
+  }
+  std::vector<std::string> a = {"sandbox", "start", "mm", "--template", "tk", "--rootfs", e.base,
+                                "--cgroup-parent", e.parent, "--", "/bin/sleep", "100"};
+  Result r = e.rundctl(a);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("changed since template tk was made"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(e.state + "/sandboxes/mm"));
+  EXPECT_EQ(e.rundctl({"template", "remove", "tk"}).code, 0);
+  EXPECT_FALSE(fs::exists(e.state + "/templates/tk"));
+  EXPECT_FALSE(fs::exists(e.xfs->mountpoint() + "/tk.ext4"));
+  fs::remove_all(dir);
+  // Not root: refused before anything is touched.
+  std::vector<std::string> argv = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+  auto g = e.global();
+  argv.insert(argv.end(), g.begin(), g.end());
+  auto s = e.start_args("nr");
+  argv.insert(argv.end(), s.begin(), s.end());
+  SpawnOptions o;
+  o.argv = argv;
+  RunResult nr = run(o, 60s);
+  EXPECT_EQ(nr.status.shell_code(), 1) << nr.out;
+  EXPECT_NE(nr.out.find("root"), std::string::npos) << nr.out;
+  EXPECT_NOTHING_LEFT();
+}
+
+// kill -9 of template create anywhere: gc removes the unfinished template
+// and its layer image.
+TEST(Template, KilledCreateLeavesOnlyWhatGcRemoves) {
+  NEED_ENV();
+  auto &e = env();
+  std::mt19937 rng(static_cast<unsigned>(::getpid()) + 1);
+  std::uniform_int_distribution<int> at(0, 1200);
+  const char *accel = std::getenv("RUNDKIT_ACCEL");
+  for (int round = 0; round < 3; ++round) {
+    std::vector<std::string> argv = e.global();
+    for (const char *w : {"template", "create", "tx", "--layer-size", "32M", "--kernel"})
+      argv.push_back(w);
+    argv.push_back(e.kernel_dir + "/vmlinux");
+    argv.push_back("--accel");
+    argv.push_back(accel && *accel ? accel : "tcg");
+    SpawnOptions o;
+    o.argv = argv;
+    o.out = Stdio::null();
+    o.err = Stdio::null();
+    Child c = spawn(o);
+    int d = at(rng);
+    if (!c.wait_for(std::chrono::milliseconds(d)))
+      c.signal(SIGKILL);
+    c.wait_for(30s);
+    // Its QEMU (a child of the killed rundctl, with pdeathsig) goes too.
+    Result gc = e.rundctl({"gc"});
+    EXPECT_EQ(gc.code, 0) << gc.out;
+    if (fs::exists(e.state + "/templates/tx")) {
+      EXPECT_EQ(e.rundctl({"template", "remove", "tx"}).code, 0);
+    }
+    std::vector<std::string> left;
+    for (const auto &t : fs::directory_iterator(e.state + "/templates"))
+      if (t.path().filename() != e.template_name)
+        left.push_back(t.path().string());
+    for (const auto &f : fs::directory_iterator(e.xfs->mountpoint()))
+      if (!f.path().filename().string().starts_with(e.template_name + "."))
+        left.push_back(f.path().string());
+    EXPECT_TRUE(left.empty()) << "round " << round << " (kill after " << d << " ms): "
+                              << fmt::format("{}", fmt::join(left, " ")) << "\n" << gc.out;
+  }
 }
 
 } // namespace

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -15,6 +14,7 @@
 #include "cgroup/backend.h"
 #include "util/error.h"
 #include "util/fd.h"
+#include "util/process.h"
 
 namespace rundkit::cgtest {
 
@@ -32,12 +32,14 @@ inline std::string unique_parent(const char *what) {
 }
 
 // Exit status of a child of this process (claims start their command as
-// our child).
+// our child), in the shell's convention; -1 if it is not our child.  Taken
+// over by util/process, the one owner of children, and waited for there.
 inline int wait_status(pid_t pid) {
-  int st = 0;
-  if (::waitpid(pid, &st, 0) != pid)
+  try {
+    return Child::adopt(pid, "claimed command").wait().shell_code();
+  } catch (const Error &) {
     return -1;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  }
 }
 
 // /proc/PID/cgroup names `path` (relative to its hierarchy) for some line.

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <fcntl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -19,6 +18,7 @@
 #include "storage/image.h"
 #include "storage/loop.h"
 #include "testing/scratch_fs.h"
+#include "util/process.h"
 
 namespace rundkit::reflinktest {
 
@@ -91,18 +91,15 @@ private:
   bool ok_ = false;
 };
 
-// stdout+stderr of a shell command and its exit status.
+// stdout+stderr of a shell command and its exit status (-1 if killed by a
+// signal), run by util/process like every other child.
 inline std::string shell(const std::string &cmd, int *status = nullptr) {
-  std::string out;
-  FILE *p = ::popen((cmd + " 2>&1").c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while (p && (n = ::fread(buf, 1, sizeof(buf), p)) > 0)
-    out.append(buf, n);
-  int st = p ? ::pclose(p) : -1;
+  SpawnOptions o;
+  o.argv = {"/bin/sh", "-c", cmd + " 2>&1"};
+  RunResult r = run(o);
   if (status)
-    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return out;
+    *status = r.status.is_exited() ? r.status.code() : -1;
+  return r.out;
 }
 
 } // namespace rundkit::reflinktest

@@ -261,6 +261,17 @@ TEST(Sandbox, FiveConcurrentStartsRunExecAndStopIsolated) {
   NEED_ENV();
   auto &e = env();
   const int n = 5;
+  // A pool of 3 under the sandboxes' parent (lcgroupctl, same state
+  // directory): 3 starts are pool hits, 2 make their cgroups directly.
+  auto lcgroupctl = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {LCGROUPCTL_BIN, "--json", "--state-dir", e.cgstate};
+    argv.insert(argv.end(), args.begin(), args.end());
+    SpawnOptions o;
+    o.argv = argv;
+    return run(o, 120s);
+  };
+  ASSERT_TRUE(lcgroupctl({"parent", "create", e.parent}).status.ok());
+  ASSERT_TRUE(lcgroupctl({"pool", "fill", e.parent, "--size", "3"}).status.ok());
   std::vector<Child> starts;
   for (int i = 0; i < n; ++i) {
     std::vector<std::string> argv = e.global();
@@ -276,9 +287,11 @@ TEST(Sandbox, FiveConcurrentStartsRunExecAndStopIsolated) {
     ASSERT_TRUE(st) << "a start did not finish";
     EXPECT_TRUE(st->ok()) << st->describe();
   }
+  int hits = 0;
   for (int i = 0; i < n; ++i) {
     std::string name = fmt::format("s{}", i);
     Result show = e.rundctl({"sandbox", "show", name});
+    hits += show.json().value("pool_hit", false);
     ASSERT_EQ(show.code, 0) << show.out << show.err;
     auto j = show.json();
     EXPECT_EQ(j["phase"], "running");
@@ -358,10 +371,15 @@ TEST(Sandbox, FiveConcurrentStartsRunExecAndStopIsolated) {
   EXPECT_EQ(e.rundctl({"template", "remove", e.template_name}).code, 2);
   Result list = e.rundctl({"sandbox", "list"});
   EXPECT_EQ(list.json().size(), static_cast<size_t>(n));
+  EXPECT_EQ(hits, 3) << "the pool's 3 entries were not all claimed";
   for (int i = 0; i < n; ++i) {
     Result stop = e.rundctl({"sandbox", "stop", fmt::format("s{}", i)});
     EXPECT_EQ(stop.code, 0) << stop.out << stop.err;
   }
+  auto st = nlohmann::json::parse(lcgroupctl({"pool", "status", e.parent}).out);
+  EXPECT_EQ(st["hits"], 3) << st;
+  EXPECT_EQ(st["available"], 0) << st;
+  EXPECT_TRUE(lcgroupctl({"pool", "drain", e.parent}).status.ok());
   EXPECT_NOTHING_LEFT();
 }
 

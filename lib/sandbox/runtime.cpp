@@ -367,15 +367,20 @@ struct Runtime::Impl {
   // some hosts is a disk: records must vanish with the processes and
   // mounts they describe, and template RAM must never be written back.
   void ensure_state() const {
-    for (const auto &d : {o.state_root, templates, sandboxes}) {
-      if (::mkdir(d.c_str(), 0700) < 0 && errno != EEXIST)
-        throw Error("mkdir", d, errno);
-    }
-    if (!is_tmpfs(templates))
+    // Checked before anything is made there.
+    std::error_code ec;
+    std::string where = fs::exists(o.state_root, ec)
+                            ? o.state_root
+                            : fs::path(o.state_root).parent_path().string();
+    if (!is_tmpfs(where))
       throw InputError(fmt::format(
           "state directory '{}' is not on tmpfs: template RAM there would be written back to "
           "disk (mount -t tmpfs tmpfs {} or --state-dir on tmpfs)",
           o.state_root, o.state_root));
+    for (const auto &d : {o.state_root, templates, sandboxes}) {
+      if (::mkdir(d.c_str(), 0700) < 0 && errno != EEXIST)
+        throw Error("mkdir", d, errno);
+    }
   }
 
   std::unique_ptr<Backend> backend() const {
@@ -548,8 +553,19 @@ TemplateSummary Runtime::create_template(const TemplateRequest &req, const Progr
   if (req.layer_bytes < kMinTemplateSize)
     throw InputError(fmt::format("--layer-size {}: at least {} MiB", req.layer_bytes,
                                  kMinTemplateSize >> 20));
-  if (::access(req.kernel.c_str(), R_OK) < 0)
-    throw InputError(fmt::format("kernel '{}': {}", req.kernel, std::strerror(errno)));
+  {
+    // microvm boots a PVH ELF (vmlinux); a bzImage would not start.
+    int fd = ::open(req.kernel.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      throw InputError(fmt::format("kernel '{}': {}", req.kernel, std::strerror(errno)));
+    char magic[4] = {};
+    ssize_t n = ::read(fd, magic, sizeof magic);
+    ::close(fd);
+    if (n != 4 || std::memcmp(magic, "\x7f" "ELF", 4) != 0)
+      throw InputError(fmt::format("kernel '{}' is not an ELF vmlinux (microvm boots the PVH "
+                                   "entry of vmlinux, not a bzImage)",
+                                   req.kernel));
+  }
   if (opts_.accel != "auto")
     vm::parse_accel(opts_.accel); // InputError before anything is made
   find_executable(opts_.qemu);

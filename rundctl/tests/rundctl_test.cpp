@@ -248,6 +248,21 @@ TEST(Template, ShowListAndTheirRefusals) {
   EXPECT_EQ(e.rundctl({"template", "create", e.template_name, "--kernel",
                        e.kernel_dir + "/vmlinux"}).code, 2);
   EXPECT_EQ(e.rundctl({"template", "create", "t2", "--kernel", "/nonexistent/vmlinux"}).code, 2);
+  Result bz = e.rundctl({"template", "create", "t2", "--kernel", e.kernel_dir + "/bzImage"});
+  EXPECT_EQ(bz.code, 2);
+  EXPECT_NE(bz.out.find("not an ELF vmlinux"), std::string::npos) << bz.out;
+  // A state directory on a disk: refused before anything is made there.
+  std::string disk_state = make_dir("/var/tmp/rundctl-test-state.XXXXXX") + "/state";
+  std::vector<std::string> argv = {RUNDCTL_BIN, "--json", "--state-dir", disk_state,
+                                   "--layer-dir", e.xfs->mountpoint(), "template", "create", "t2",
+                                   "--kernel", e.kernel_dir + "/vmlinux"};
+  SpawnOptions o;
+  o.argv = argv;
+  RunResult r = run(o, 60s);
+  EXPECT_EQ(r.status.shell_code(), 2) << r.out;
+  EXPECT_NE(r.out.find("not on tmpfs"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(disk_state));
+  fs::remove_all(fs::path(disk_state).parent_path());
   EXPECT_EQ(e.rundctl({"template", "create", "t2", "--kernel", e.kernel_dir + "/vmlinux",
                        "--memory", "1M"}).code, 2);
   EXPECT_EQ(e.rundctl({"template", "create", "../t2", "--kernel", e.kernel_dir + "/vmlinux"})

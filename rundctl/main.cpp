@@ -11,6 +11,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "bench/sandbox_bench.h"
 #include "cgroup/limits.h"
 #include "sandbox/runtime.h"
 #include "util/cli.h"
@@ -184,6 +185,34 @@ int main(int argc, char **argv) {
 
   auto *gc = app.add_subcommand("gc", "remove what killed or crashed runs left behind");
 
+  // bench
+  auto *bench = app.add_subcommand("bench", "whole-sandbox benchmarks, modes side by side");
+  bench->require_subcommand(1);
+  SandboxBenchOptions bo;
+  auto bench_common = [&](CLI::App *b) {
+    b->add_option("--kernel", bo.kernel, "the condensed guest vmlinux")->required();
+    b->add_option("--modes", bo.modes, "rundkit,no-template,no-pool")
+        ->delimiter(',')
+        ->capture_default_str();
+    b->add_option("--cgroup-parent", bo.cgroup_parent, "parent of the bench's cgroups")
+        ->capture_default_str();
+    b->add_option("--accel", ro.accel, "auto, tcg or kvm")->capture_default_str();
+  };
+  auto *bstart = bench->add_subcommand("start", "start latency from a common release");
+  bench_common(bstart);
+  bstart->add_option("--concurrency", bo.concurrency, "concurrent starts per round")
+      ->delimiter(',')
+      ->capture_default_str();
+  bstart->add_option("--rounds", bo.rounds, "rounds per level")->capture_default_str();
+  bstart->add_option("--csv", bo.csv, "write latency per cell as CSV");
+  bstart->add_option("--png", bo.png, "draw latency against concurrency (gnuplot)");
+  bstart->add_option("--title", bo.title, "plot title");
+  auto *bdensity = bench->add_subcommand("density", "host memory and CPU of N idle sandboxes");
+  bench_common(bdensity);
+  bdensity->add_option("--count", bo.counts, "idle sandboxes at once")
+      ->delimiter(',')
+      ->capture_default_str();
+
   // Everything after the first "--" is the command, taken as it is (CLI11
   // would still parse a "-c" there as an option of ours).
   int our_argc = argc;
@@ -199,6 +228,21 @@ int main(int argc, char **argv) {
     return out.fail(kExitUsage, "sandbox exec NAME -- CMD ...: no command given");
 
   return run_command(out, [&]() -> int {
+    if (*bench) {
+      bo.runtime = ro;
+      bo.progress = progress;
+      check_sandbox_bench_options(bo);
+      if (*bstart) {
+        auto cells = run_start_bench(bo);
+        end_progress();
+        out.print(to_json(cells), format_start_table(cells));
+      } else {
+        auto cells = run_density_bench(bo);
+        end_progress();
+        out.print(to_json(cells), format_density_table(cells));
+      }
+      return kExitOk;
+    }
     Runtime rt(ro);
     if (*tcreate) {
       treq.memory_mib = parse_size(memory) >> 20;

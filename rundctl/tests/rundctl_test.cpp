@@ -614,4 +614,45 @@ TEST(Template, KilledCreateLeavesOnlyWhatGcRemoves) {
   }
 }
 
+// The benchmarks' smoke run (make check): one round at 1-way per mode, and
+// 3 idle sandboxes.  Figures are not judged here: only that each cell
+// measured what it says and left nothing.
+TEST(Bench, StartAndDensitySmokeRun) {
+  NEED_ENV();
+  auto &e = env();
+  const char *accel = std::getenv("RUNDKIT_ACCEL");
+  std::string a = accel && *accel ? accel : "tcg";
+  Result start = e.rundctl({"bench", "start", "--kernel", e.kernel_dir + "/vmlinux",
+                            "--concurrency", "1", "--rounds", "1", "--cgroup-parent",
+                            e.parent + "-bench", "--accel", a});
+  ASSERT_EQ(start.code, 0) << start.out << start.err;
+  auto cells = start.json();
+  ASSERT_EQ(cells.size(), 3u) << start.out;
+  for (const auto &c : cells) {
+    EXPECT_EQ(c["samples"], 1) << c;
+    EXPECT_EQ(c["failed"], 0) << c;
+    EXPECT_GT(c["p50_ms"].get<double>(), 0) << c;
+    EXPECT_GT(c["cpu_ms_per_start"].get<double>(), 0) << c;
+    EXPECT_LE(c["phase_p50_ms"]["restore"].get<double>(), c["phase_p50_ms"]["running"].get<double>())
+        << c;
+  }
+  EXPECT_EQ(cells[0]["pool_hits"], 1) << "rundkit's start did not come from the pool";
+  EXPECT_EQ(cells[2]["pool_hits"], 0) << "no-pool drew from a pool";
+  Result density = e.rundctl({"bench", "density", "--kernel", e.kernel_dir + "/vmlinux",
+                              "--count", "3", "--modes", "rundkit", "--cgroup-parent",
+                              e.parent + "-bench", "--accel", a});
+  ASSERT_EQ(density.code, 0) << density.out << density.err;
+  auto d = density.json();
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0]["failed"], 0);
+  EXPECT_GT(d[0]["pss_mib"].get<double>(), 0);
+  EXPECT_LT(d[0]["exec_p99_ms"].get<double>(), 5000);
+  EXPECT_NOTHING_LEFT();
+  for (const auto &m : read_mount_table()) {
+    if (m.fstype == "cgroup" || m.fstype == "cgroup2") {
+      EXPECT_FALSE(fs::exists(m.target + "/" + e.parent + "-bench")) << m.target;
+    }
+  }
+}
+
 } // namespace

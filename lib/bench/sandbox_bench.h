@@ -1,0 +1,84 @@
+// rundctl bench start / density: whole sandboxes, one RunD idea switched
+// off at a time, side by side in one run.
+//
+//   rundkit       template clone, condensed kernel, reflink volatile layer,
+//                 pooled host cgroup (lcgroupctl's pool, filled before each
+//                 round, off the clock)
+//   no-template   the same, but every sandbox boots the kernel (--cold)
+//   no-pool       the same as rundkit, but the pool is empty: each start
+//                 makes its cgroups directly (a counted miss)
+//
+// `start` measures, per sandbox, the time from a common release to the
+// agent's "running" (N concurrent starts per round, each in its own
+// process as N rundctl invocations would be), the phase split and the host
+// CPU time per start (the sandbox cgroup's usage up to "running" plus the
+// starting process's own).  `density` starts N idle sandboxes and splits
+// each QEMU's PSS into guest pages it wrote, template pages it shares, its
+// own anonymous memory (heap and TCG translation cache) and the rest; it
+// also reports MemAvailable's drop per sandbox, the CPU N idle sandboxes
+// use, and exec latency into one of them.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "bench/stats.h"
+#include "sandbox/runtime.h"
+
+namespace rundkit {
+
+const std::vector<std::string> &sandbox_bench_modes();
+
+struct SandboxBenchOptions {
+  std::vector<std::string> modes = {"rundkit", "no-template", "no-pool"};
+  std::vector<int> concurrency = {1, 5, 10, 20}; // start
+  std::vector<int> counts = {1, 10, 50, 100};     // density
+  int rounds = 3;
+  std::string kernel; // the condensed guest vmlinux
+  uint64_t memory_mib = 128;
+  sandbox::RuntimeOptions runtime;
+  std::string cgroup_parent = "rundctl-bench";
+  std::string csv, png, title;
+  std::function<void(const std::string &)> progress;
+};
+
+// Usage errors (InputError) before any work: unknown modes, empty or
+// out-of-range levels, a missing kernel.
+void check_sandbox_bench_options(const SandboxBenchOptions &o);
+
+// One start cell (mode, concurrency): latency from the common release,
+// p50 of each phase's end, host CPU per start.
+struct StartCell {
+  LatencySummary latency;
+  double cgroup_ms = 0, layer_ms = 0, view_ms = 0, spawn_ms = 0, restore_ms = 0, agent_ms = 0;
+  double cpu_ms_per_start = 0;
+  size_t pool_hits = 0;
+  size_t failed = 0;
+};
+
+struct DensityCell {
+  std::string mode;
+  int count = 0;
+  double pss_mib = 0;            // mean per sandbox (QEMU smaps)
+  double guest_written_mib = 0;  // private pages of the guest RAM mapping
+  double template_shared_mib = 0; // PSS of the guest RAM mapping's shared pages
+  double qemu_anon_mib = 0;      // anonymous: heap, TCG translation cache
+  double other_mib = 0;          // the binary, libraries, stacks
+  double mem_available_drop_mib = 0; // MemAvailable before - after, / count
+  double idle_cpu_percent = 0;   // of one CPU, all N together, over 5 s
+  double exec_p50_ms = 0, exec_p99_ms = 0;
+  size_t failed = 0;
+};
+
+std::vector<StartCell> run_start_bench(const SandboxBenchOptions &o);
+std::vector<DensityCell> run_density_bench(const SandboxBenchOptions &o);
+
+std::string format_start_table(const std::vector<StartCell> &cells);
+std::string format_density_table(const std::vector<DensityCell> &cells);
+nlohmann::json to_json(const std::vector<StartCell> &cells);
+nlohmann::json to_json(const std::vector<DensityCell> &cells);
+
+} // namespace rundkit

@@ -13,11 +13,13 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "testing/cgroup_fixture.h"
 #include "util/proc.h"
+#include "util/process.h"
 
 namespace {
 
@@ -348,6 +350,17 @@ TEST(Cli, UnknownCommandIsNamedWithWhatTheObjectTakes) {
   r = run({"pool"});
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("'pool' needs a command"), std::string::npos) << r.err;
+  // A global option's value before the word is not the word.
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"--state-dir", "/tmp/x-state", "frobnicate"},
+        {"--backend", "v1", "frobnicate"},
+        {"--state-dir=/tmp/x-state", "frobnicate"},
+        {"--backend", "v1", "pool", "--json", "frobnicate"}}) {
+    r = run(args);
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE((r.out + r.err).find("unknown command 'frobnicate'"), std::string::npos)
+        << r.out << r.err; // --json puts the error on stdout
+  }
 }
 
 // The hierarchies lcgroupctl uses here, from its own info.
@@ -616,6 +629,38 @@ TEST_F(CliFlow, BenchStaysUnderItsParentAndGcUndoesAKilledOne) {
   // Nothing is left for a second gc.
   auto again = nlohmann::json::parse(with({"gc"}).out);
   EXPECT_EQ(again["removed"].size(), 0u) << again;
+
+  // Killed while its workers wait for the round to begin: none of them
+  // may outlive it (they used to wait for ever on a pipe they held the
+  // write end of).
+  pid_t waiting = start_cli({"--state-dir", state_, "bench", "--parent", parent_, "--modes",
+                             "userspace-pool", "--concurrency", "3", "--rounds", "1",
+                             "--settle-ms", "5000"});
+  std::vector<rundkit::ProcessId> workers;
+  for (int i = 0; i < 2000 && workers.size() < 3; ++i) {
+    workers.clear();
+    std::error_code ec;
+    for (const auto &t :
+         std::filesystem::directory_iterator(fmt::format("/proc/{}/task", waiting), ec)) {
+      std::istringstream kids(rundkit::read_file(t.path().string() + "/children"));
+      pid_t k;
+      while (kids >> k)
+        if (auto id = rundkit::ProcessId::of(k))
+          workers.push_back(*id);
+    }
+    if (workers.size() < 3)
+      ::usleep(5000);
+  }
+  EXPECT_EQ(workers.size(), 3u) << "the bench's workers never appeared";
+  ::kill(waiting, SIGKILL);
+  ::waitpid(waiting, nullptr, 0);
+  for (const auto &w : workers)
+    if (auto h = rundkit::open_process(w);
+        h && !rundkit::wait_process_exit(*h, std::chrono::milliseconds(5000))) {
+      ADD_FAILURE() << "bench worker " << w.pid << " outlived the killed bench";
+      rundkit::kill_process(*h, std::chrono::milliseconds(5000)); // no leak into later tests
+    }
+  EXPECT_EQ(with({"gc"}).code, 0);
 
   // Killed inside its mkdir -p: the base made in one hierarchy only, no
   // parent below it, a process already inside; the record names a parent.

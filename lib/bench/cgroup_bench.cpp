@@ -340,6 +340,12 @@ Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settl
   for (int i = 0; i < conc; ++i) {
     workers.push_back(fork_worker(
         [&, i] {
+          // Only the ends a worker uses: were it to keep the write ends of
+          // go and down, a bench killed at any point would leave it
+          // waiting for a byte nobody can send any more.
+          go_w.reset();
+          down_w.reset();
+          ready_r.reset();
           std::string name = fmt::format("{}-{}", tag, i);
           pid_t pid = 0;
           bool made = false;
@@ -367,7 +373,8 @@ Round run_round(const SandboxOp &op, int conc, const std::string &tag, int settl
           sh->teardown_ms[i] = ms_since(t0);
           return 0;
         },
-        {.name = fmt::format("bench worker {}", i)}));
+        // Killed with the bench (kill -9 included): gc undoes what it made.
+        {.name = fmt::format("bench worker {}", i), .pdeathsig = SIGKILL}));
   }
   Round r;
   await_workers(ready_r.get(), conc, workers); // all forked and waiting

@@ -57,9 +57,26 @@ std::string missing_command_message(CLI::App &app, int argc, char **argv) {
   if (cur != &app)
     while (i < argc && argv[i] != cur->get_name())
       ++i;
-  for (i = cur == &app ? 1 : i + 1; i < argc; ++i)
-    if (argv[i][0] != '-')
-      return fmt::format("unknown command '{}' for {}: expected one of {}", argv[i], where, verbs);
+  // An option's value ("--state-dir DIR") is no command: skip the word
+  // after an option that takes one, unless it came as "--opt=value".
+  auto takes_value = [&](const std::string &word) {
+    if (word.find('=') != std::string::npos)
+      return false;
+    for (CLI::App *a = cur; a; a = a->get_parent()) {
+      const CLI::Option *opt = a->get_option_no_throw(word);
+      if (opt)
+        return opt->get_items_expected_min() > 0;
+    }
+    return false;
+  };
+  for (i = cur == &app ? 1 : i + 1; i < argc; ++i) {
+    if (argv[i][0] == '-') {
+      if (takes_value(argv[i]))
+        ++i;
+      continue;
+    }
+    return fmt::format("unknown command '{}' for {}: expected one of {}", argv[i], where, verbs);
+  }
   return fmt::format("{} needs a command: one of {}", where, verbs);
 }
 

@@ -398,6 +398,17 @@ TEST_F(CliFlow, DuplicateAndBadOutputErrorsSayWhatHappened) {
   EXPECT_EQ(bad.code, 2);
   EXPECT_NE(bad.out.find("--output '/nonexistent-dir/log'"), std::string::npos) << bad.out;
   EXPECT_EQ(with({"release", "s2"}).code, 1) << "a record of the refused claim stayed";
+  // A claim refused for another reason (taken name, missing parent, a
+  // command that does not exist) creates no --output file.
+  std::string log = state_ + "/refused.log";
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"claim", parent_, "s1", "--output", log, "--", "/bin/true"},
+        {"claim", parent_ + "/missing", "s3", "--output", log, "--", "/bin/true"},
+        {"claim", parent_, "s4", "--output", log, "--", "/nonexistent/command"}}) {
+    EXPECT_NE(with(args).code, 0);
+    EXPECT_FALSE(std::filesystem::exists(log)) << "refused claim left " << log;
+    std::filesystem::remove(log);
+  }
 }
 
 TEST_F(CliFlow, FillTopUpKeepsDefaultsAndASmallerFillTrims) {

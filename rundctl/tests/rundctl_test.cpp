@@ -6,6 +6,7 @@
 // scripts/build-guest-kernel leaves them) and busybox-static; skipped
 // otherwise.  One template is made once and shared by every test.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -32,6 +33,7 @@
 #include "util/fd.h"
 #include "util/process.h"
 #include "vm/template.h"
+#include "vm/vm.h"
 
 using namespace rundkit;
 namespace fs = std::filesystem;
@@ -395,6 +397,39 @@ TEST(Sandbox, FiveConcurrentStartsRunExecAndStopIsolated) {
   EXPECT_EQ(st["hits"], 3) << st;
   EXPECT_EQ(st["available"], 0) << st;
   EXPECT_TRUE(lcgroupctl({"pool", "drain", e.parent}).status.ok());
+  EXPECT_NOTHING_LEFT();
+}
+
+// The agent under a foreign or damaged stream: it says why, and the next
+// connection is served as if nothing happened.
+TEST(Sandbox, AgentRefusesGarbageAndServesTheNextConnection) {
+  NEED_ENV();
+  auto &e = env();
+  ASSERT_EQ(e.rundctl(e.start_args("g1")).code, 0);
+  std::string sock = e.state + "/sandboxes/g1/rundkit.agent.sock";
+  {
+    Fd s = vm::connect_unix(sock);
+    std::string junk = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    ASSERT_EQ(::write(s.get(), junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
+    // The reply: one error frame naming the protocol problem.
+    std::string got;
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (got.find("magic") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      struct pollfd p = {s.get(), POLLIN, 0};
+      if (::poll(&p, 1, 1000) <= 0)
+        continue;
+      char buf[4096];
+      ssize_t n = ::read(s.get(), buf, sizeof buf);
+      if (n <= 0)
+        break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    EXPECT_NE(got.find("magic"), std::string::npos) << "no protocol error came back: " << got;
+  }
+  Result r = e.rundctl({"sandbox", "exec", "g1", "--", "/bin/hostname"});
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.json()["stdout"], "g1\n");
+  EXPECT_EQ(e.rundctl({"sandbox", "stop", "g1"}).code, 0);
   EXPECT_NOTHING_LEFT();
 }
 

@@ -35,20 +35,6 @@ struct LimitOptions {
   Limits parse() const { return parse_limits(cpus, memory, pids, devices); }
 };
 
-// Long work reports on a terminal as one line rewritten in place, and says
-// nothing otherwise (a log gets the final result from stdout).
-void progress(const std::string &line) {
-  static const bool tty = ::isatty(STDERR_FILENO);
-  if (tty)
-    std::cerr << "\r\033[K" << line << std::flush;
-}
-
-void end_progress() {
-  static const bool tty = ::isatty(STDERR_FILENO);
-  if (tty)
-    std::cerr << "\r\033[K" << std::flush;
-}
-
 std::string text_of(const ClaimRecord &r) {
   std::string s = fmt::format("claimed {} under {} ({}, {})\n", r.name, r.parent, r.backend,
                               r.hit ? "pool hit" : "pool miss");
@@ -240,7 +226,7 @@ int main(int argc, char **argv) {
       check_cgroup_bench_options(bo); // a usage error before the privilege check
       require_root("lcgroupctl bench");
       bo.config = cfg;
-      auto rows = run_bench(bo, progress);
+      auto rows = run_bench(bo, progress_line);
       out.print(to_json(rows), format_table(rows));
       return kExitOk;
     }
@@ -248,16 +234,16 @@ int main(int argc, char **argv) {
       require_root(fmt::format("lcgroupctl {}", app.get_subcommands().front()->get_name()));
     auto backend = make_backend(cfg, detect_layout(cfg.layout));
     if (*fill) {
-      backend->fill(parent, size, fill_limits.parse(), park, progress);
-      end_progress();
+      backend->fill(parent, size, fill_limits.parse(), park, progress_line);
+      end_progress_line();
       auto s = backend->status(parent);
       out.print(to_json(s), text_of(s));
     } else if (*status) {
       auto s = backend->status(parent);
       out.print(to_json(s), text_of(s));
     } else if (*drain) {
-      backend->drain(parent, progress);
-      end_progress();
+      backend->drain(parent, progress_line);
+      end_progress_line();
       auto s = backend->status(parent);
       out.print(to_json(s), text_of(s));
     } else if (*pcreate) {

@@ -23,18 +23,6 @@ using namespace rundkit::sandbox;
 
 namespace {
 
-void progress(const std::string &line) {
-  static const bool tty = ::isatty(STDERR_FILENO);
-  if (tty)
-    std::cerr << "\r\033[K" << line << std::flush;
-}
-
-void end_progress() {
-  static const bool tty = ::isatty(STDERR_FILENO);
-  if (tty)
-    std::cerr << "\r\033[K" << std::flush;
-}
-
 double ms(uint64_t us) { return static_cast<double>(us) / 1000.0; }
 
 std::string text_of(const TemplateSummary &t) {
@@ -230,15 +218,15 @@ int main(int argc, char **argv) {
   return run_command(out, [&]() -> int {
     if (*bench) {
       bo.runtime = ro;
-      bo.progress = progress;
+      bo.progress = progress_line;
       check_sandbox_bench_options(bo);
       if (*bstart) {
         auto cells = run_start_bench(bo);
-        end_progress();
+        end_progress_line();
         out.print(to_json(cells), format_start_table(cells));
       } else {
         auto cells = run_density_bench(bo);
-        end_progress();
+        end_progress_line();
         out.print(to_json(cells), format_density_table(cells));
       }
       return kExitOk;
@@ -247,8 +235,8 @@ int main(int argc, char **argv) {
     if (*tcreate) {
       treq.memory_mib = parse_size(memory) >> 20;
       treq.layer_bytes = parse_size(layer_size);
-      auto t = rt.create_template(treq, progress);
-      end_progress();
+      auto t = rt.create_template(treq, progress_line);
+      end_progress_line();
       out.print(to_json(t), text_of(t));
     } else if (*tshow) {
       auto t = rt.show_template(name);

@@ -1,5 +1,7 @@
 #include "util/cli.h"
 
+#include <unistd.h>
+
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -101,6 +103,18 @@ std::optional<int> parse_command_line(CLI::App &app, int argc, char **argv, CliO
   }
   out.json = out.json || out.pretty;
   return std::nullopt;
+}
+
+void progress_line(const std::string &line) {
+  static const bool tty = ::isatty(STDERR_FILENO);
+  if (tty)
+    std::cerr << "\r\033[K" << line << std::flush;
+}
+
+void end_progress_line() {
+  static const bool tty = ::isatty(STDERR_FILENO);
+  if (tty)
+    std::cerr << "\r\033[K" << std::flush;
 }
 
 int run_command(const CliOutput &out, const std::function<int()> &command) {

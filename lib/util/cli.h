@@ -37,6 +37,12 @@ struct CliOutput {
 // otherwise the exit code, after printing help (0) or the usage error (2).
 std::optional<int> parse_command_line(CLI::App &app, int argc, char **argv, CliOutput &out);
 
+// Long work reports on a terminal as one line rewritten in place, and says
+// nothing otherwise (a log gets the final result from stdout): the
+// progress callback of every tool.  end_progress_line() clears it.
+void progress_line(const std::string &line);
+void end_progress_line();
+
 // Runs `command`, turning InputError into exit code 2 and any other
 // exception into 1, both printed through `out`.
 int run_command(const CliOutput &out, const std::function<int()> &command);

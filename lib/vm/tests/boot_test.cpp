@@ -18,6 +18,7 @@
 #include "util/fd.h"
 #include "util/process.h"
 #include "vm/accel.h"
+#include "testing/guest_kernel.h"
 #include "vm/initramfs.h"
 #include "vm/vm.h"
 
@@ -27,32 +28,12 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string guest_kernel_dir() {
-  const char *d = std::getenv("RUNDKIT_TEST_GUEST_KERNEL_DIR");
-  if (!d || !*d)
-    return {};
-  if (!std::filesystem::exists(std::string(d) + "/bzImage") ||
-      !std::filesystem::exists(std::string(d) + "/vmlinux"))
-    return {};
-  return d;
-}
+using rundkit::testing::busybox;
+using rundkit::testing::guest_kernel_dir;
+using rundkit::testing::test_accel;
 
-std::string busybox() {
-  try {
-    std::string p = run_capture({"sh", "-c", "command -v busybox"});
-    while (!p.empty() && p.back() == '\n')
-      p.pop_back();
-    return p;
-  } catch (const Error &) {
-    return {};
-  }
-}
 
-// Under TCG unless RUNDKIT_ACCEL says otherwise.
-Accel test_accel() {
-  const char *a = std::getenv("RUNDKIT_ACCEL");
-  return a && *a ? parse_accel(a) : Accel::tcg;
-}
+
 
 constexpr const char *kInit = R"INIT(#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc

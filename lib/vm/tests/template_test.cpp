@@ -30,6 +30,7 @@
 #include "util/error.h"
 #include "util/fd.h"
 #include "util/process.h"
+#include "testing/guest_kernel.h"
 #include "vm/initramfs.h"
 #include "vm/vm.h"
 
@@ -41,34 +42,15 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+using rundkit::testing::busybox;
+using rundkit::testing::guest_kernel_dir;
+using rundkit::testing::test_accel;
+
 constexpr uint64_t kMemMib = 128;
 constexpr off_t kDiskBytes = 16 << 20;
 
-std::string guest_kernel_dir() {
-  const char *d = std::getenv("RUNDKIT_TEST_GUEST_KERNEL_DIR");
-  if (!d || !*d)
-    return {};
-  if (!std::filesystem::exists(std::string(d) + "/bzImage") ||
-      !std::filesystem::exists(std::string(d) + "/vmlinux"))
-    return {};
-  return d;
-}
 
-std::string busybox() {
-  try {
-    std::string p = run_capture({"sh", "-c", "command -v busybox"});
-    while (!p.empty() && p.back() == '\n')
-      p.pop_back();
-    return p;
-  } catch (const Error &) {
-    return {};
-  }
-}
 
-Accel test_accel() {
-  const char *a = std::getenv("RUNDKIT_ACCEL");
-  return a && *a ? parse_accel(a) : Accel::tcg;
-}
 
 std::string shm_dir(const char *what) {
   std::string t = fmt::format("/dev/shm/rundkit-{}.XXXXXX", what);

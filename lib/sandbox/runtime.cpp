@@ -52,6 +52,8 @@ constexpr const char *kTemplateMeta = "rundctl.json";
 constexpr const char *kAgentInitrd = "agent.cpio";
 constexpr const char *kView = "rootfs";
 constexpr const char *kShareTag = "rundkit.rootfs";
+// LAYERDIR/NAME.ext4.owner: the state directory whose template the image is.
+constexpr const char *kImageOwnerSuffix = ".owner";
 // microvm: no ACPI and no PCI (virtio over MMIO); the console is the
 // legacy UART, written to a file.
 constexpr const char *kGuestAppend =
@@ -583,10 +585,16 @@ TemplateSummary Runtime::create_template(const TemplateRequest &req, const Progr
   std::string stage = impl_->templates + "/" + staging_name(req.name, self);
   std::string image = opts_.layer_dir + "/" + req.name + ".ext4";
   std::string final_dir = impl_->template_dir(req.name);
-  if (fs::exists(image) || fs::exists(template_sidecar_path(image)))
-    throw InputError(fmt::format("layer image '{}' exists: a template of that name was not "
-                                 "removed cleanly (rundctl gc)",
+  std::string owner_file = image + kImageOwnerSuffix;
+  if (fs::exists(image) || fs::exists(template_sidecar_path(image)) || fs::exists(owner_file))
+    throw InputError(fmt::format("layer image '{}' exists: a template of that name (of this or "
+                                 "another state directory) uses it, or was not removed cleanly "
+                                 "(rundctl gc)",
                                  image));
+  // The layer directory may be shared by several state directories: the
+  // image says whose it is before it exists, and gc only ever removes its
+  // own state directory's images.
+  write_file_staged(owner_file, opts_.state_root + "\n", false);
 
   // From here on, everything made is removed again on failure; a kill -9
   // leaves the staging directory and the layer image, which gc removes.
@@ -658,6 +666,7 @@ TemplateSummary Runtime::create_template(const TemplateRequest &req, const Progr
       fs::remove(image, ec);
       fs::remove(template_sidecar_path(image), ec);
     }
+    fs::remove(owner_file, ec);
     throw;
   }
   return impl_->summary(req.name);
@@ -694,6 +703,7 @@ void Runtime::remove_template(const std::string &name) {
   std::error_code ec;
   fs::remove(m.layer_image, ec);
   fs::remove(template_sidecar_path(m.layer_image), ec);
+  fs::remove(m.layer_image + kImageOwnerSuffix, ec);
   fs::remove_all(dir, ec);
   if (ec)
     throw Error("remove", dir, ec.value());
@@ -1103,17 +1113,30 @@ GcOutcome Runtime::gc() {
       if (e[0] == '.')
         if (auto owner = staging_owner(e); owner && owner->alive(opts_.proc_root))
           making.push_back(e.substr(1, e.rfind('.') - 1));
+    std::string suffix = std::string(".ext4") + kImageOwnerSuffix;
     for (const auto &e : impl_->entries(opts_.layer_dir)) {
-      if (!e.ends_with(".ext4"))
+      if (!e.ends_with(suffix))
         continue;
-      std::string name = e.substr(0, e.size() - 5);
+      std::string name = e.substr(0, e.size() - suffix.size());
+      std::string img = opts_.layer_dir + "/" + name + ".ext4";
+      std::string owner;
+      try {
+        owner = read_file(opts_.layer_dir + "/" + e);
+      } catch (const Error &) {
+        continue;
+      }
+      if (owner != opts_.state_root + "\n") {
+        g.kept.push_back(fmt::format("layer image {}: another state directory's ({})", img,
+                                     owner.substr(0, owner.find('\n'))));
+        continue;
+      }
       if (fs::exists(impl_->template_dir(name) + "/" + kTemplateMeta) ||
           std::find(making.begin(), making.end(), name) != making.end())
         continue;
-      std::string img = opts_.layer_dir + "/" + e;
       std::error_code ec;
       fs::remove(img, ec);
       fs::remove(template_sidecar_path(img), ec);
+      fs::remove(opts_.layer_dir + "/" + e, ec);
       g.removed.push_back("removed unused layer image " + img);
     }
     for (const auto &entry : gc_layers(opts_.layer_dir, false))

@@ -27,7 +27,8 @@
 //
 // and the writable-layer images under the layer directory (default
 // /var/lib/rundctl/layers, which must be able to reflink: XFS or btrfs):
-// LAYERDIR/NAME.ext4 (+ .json), one per template.
+// LAYERDIR/NAME.ext4 (+ .json, + .owner naming the state directory whose
+// template it is: a layer directory may be shared), one per template.
 //
 // Every record is written with write_file_staged().  Whoever works on a
 // sandbox (start, exec, stop, gc) holds flock(2) on its directory; the

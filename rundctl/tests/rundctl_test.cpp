@@ -193,7 +193,7 @@ Leftovers leftovers(const Env &e) {
       l.items.push_back("mount: " + m.target);
   for (const auto &d : fs::directory_iterator(e.xfs->mountpoint())) {
     std::string n = d.path().filename().string();
-    if (n != e.template_name + ".ext4" && n != e.template_name + ".ext4.json")
+    if (!n.starts_with(e.template_name + ".ext4"))
       l.items.push_back("layer dir: " + d.path().string());
   }
   for (const auto &m : read_mount_table()) {
@@ -605,6 +605,27 @@ TEST(Template, MismatchAndNotRootAreRefused) {
   EXPECT_EQ(nr.status.shell_code(), 1) << nr.out;
   EXPECT_NE(nr.out.find("root"), std::string::npos) << nr.out;
   EXPECT_NOTHING_LEFT();
+}
+
+// A layer directory shared by two state directories: gc of one never
+// removes the other's layer images.
+TEST(Template, GcOfAnotherStateDirectoryLeavesOurLayerImages) {
+  NEED_ENV();
+  auto &e = env();
+  // A state directory that has been used (as a benchmark's is).
+  std::string other = make_dir("/dev/shm/rundctl-test-other.XXXXXX");
+  fs::create_directories(other + "/templates");
+  fs::create_directories(other + "/sandboxes");
+  SpawnOptions o;
+  o.argv = {RUNDCTL_BIN, "--json", "--state-dir", other, "--layer-dir", e.xfs->mountpoint(),
+            "--cgroup-state-dir", other + "/cg", "gc"};
+  RunResult r = run(o, 60s);
+  EXPECT_EQ(r.status.shell_code(), 0) << r.out;
+  fs::remove_all(other);
+  EXPECT_TRUE(fs::exists(e.xfs->mountpoint() + "/" + e.template_name + ".ext4"))
+      << "another state directory's gc removed our layer image: " << r.out;
+  ASSERT_EQ(e.rundctl(e.start_args("og")).code, 0);
+  EXPECT_EQ(e.rundctl({"sandbox", "stop", "og"}).code, 0);
 }
 
 // kill -9 of template create anywhere: gc removes the unfinished template

@@ -300,8 +300,11 @@ PssSplit pss_split(pid_t pid, const std::string &ram) {
   PssSplit s;
   std::ifstream in(fmt::format("/proc/{}/smaps", pid));
   std::string line, kind;
-  // Private_Dirty, not Private_*: a template page only this clone has
-  // mapped (read, never written) is Private_Clean, yet still the file's.
+  // In the guest RAM mapping (MAP_PRIVATE of the template file) a page the
+  // guest wrote is an anonymous copy ("Anonymous:"), wholly this clone's;
+  // everything else there is the template file's page, shared by every
+  // clone that touched it.  (Not Private_Dirty: tmpfs pages are always
+  // dirty, so a template page only one clone has mapped would count.)
   uint64_t pss = 0, priv = 0;
   auto flush = [&] {
     double p = static_cast<double>(pss) / 1024, pr = static_cast<double>(priv) / 1024;
@@ -336,7 +339,7 @@ PssSplit pss_split(pid_t pid, const std::string &ram) {
     f >> key >> kib;
     if (key == "Pss:")
       pss = kib;
-    else if (key == "Private_Dirty:")
+    else if (key == "Anonymous:")
       priv += kib;
   }
   flush();
@@ -470,8 +473,14 @@ std::vector<DensityCell> run_density_bench(const SandboxBenchOptions &o) {
       if (!names.empty())
         for (int i = 0; i < 10; ++i) {
           auto e0 = Clock::now();
-          w.rt().exec(names.front(), {"/bin/true"}, milliseconds(30000));
-          exec_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - e0).count());
+          try {
+            w.rt().exec(names.front(), {"/bin/true"}, milliseconds(30000));
+            exec_ms.push_back(
+                std::chrono::duration<double, std::milli>(Clock::now() - e0).count());
+          } catch (const std::exception &e) {
+            ++c.exec_failed; // the cell is reported with it, the run goes on
+            w.say(fmt::format("exec into {} failed: {}", names.front(), e.what()));
+          }
         }
       c.exec_p50_ms = percentile(exec_ms, 0.5);
       c.exec_p99_ms = percentile(exec_ms, 0.99);
@@ -503,15 +512,15 @@ std::string format_start_table(const std::vector<StartCell> &cells) {
 
 std::string format_density_table(const std::vector<DensityCell> &cells) {
   std::string s = fmt::format("{:<12} {:>5} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>8} {:>9} "
-                              "{:>9}\n",
+                              "{:>9} {:>6}\n",
                               "mode", "N", "PSS MiB", "written", "shared", "anon", "other",
-                              "MemAvail/N", "idle %", "exec p50", "exec p99");
+                              "MemAvail/N", "idle %", "exec p50", "exec p99", "failed");
   for (const auto &c : cells)
     s += fmt::format("{:<12} {:>5} {:>9.1f} {:>9.1f} {:>9.1f} {:>9.1f} {:>7.1f} {:>10.1f} {:>8.1f} "
-                     "{:>9.1f} {:>9.1f}\n",
+                     "{:>9.1f} {:>9.1f} {:>6}\n",
                      c.mode, c.count, c.pss_mib, c.guest_written_mib, c.template_shared_mib,
                      c.qemu_anon_mib, c.other_mib, c.mem_available_drop_mib, c.idle_cpu_percent,
-                     c.exec_p50_ms, c.exec_p99_ms);
+                     c.exec_p50_ms, c.exec_p99_ms, c.failed + c.exec_failed);
   s += "(per sandbox, MiB: PSS of its QEMU = guest pages it wrote + its share of template pages "
        "+ QEMU anon (heap, TCG translation cache; and all guest RAM in no-template) + other; "
        "idle %: of one CPU, all N together)\n";
@@ -555,6 +564,7 @@ nlohmann::json to_json(const std::vector<DensityCell> &cells) {
                  {"idle_cpu_percent", c.idle_cpu_percent},
                  {"exec_p50_ms", c.exec_p50_ms},
                  {"exec_p99_ms", c.exec_p99_ms},
+                 {"exec_failed", c.exec_failed},
                  {"failed", c.failed}});
   return j;
 }

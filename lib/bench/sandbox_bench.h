@@ -70,7 +70,8 @@ struct DensityCell {
   double mem_available_drop_mib = 0; // MemAvailable before - after, / count
   double idle_cpu_percent = 0;   // of one CPU, all N together, over 5 s
   double exec_p50_ms = 0, exec_p99_ms = 0;
-  size_t failed = 0;
+  size_t failed = 0;      // sandboxes that did not start
+  size_t exec_failed = 0; // of the 10 execs
 };
 
 std::vector<StartCell> run_start_bench(const SandboxBenchOptions &o);

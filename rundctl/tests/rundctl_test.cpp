@@ -701,6 +701,7 @@ TEST(Bench, StartAndDensitySmokeRun) {
   auto d = density.json();
   ASSERT_EQ(d.size(), 1u);
   EXPECT_EQ(d[0]["failed"], 0);
+  EXPECT_EQ(d[0]["exec_failed"], 0);
   EXPECT_GT(d[0]["pss_mib"].get<double>(), 0);
   EXPECT_LT(d[0]["exec_p99_ms"].get<double>(), 5000);
   EXPECT_NOTHING_LEFT();

@@ -1071,20 +1071,12 @@ GcOutcome Runtime::gc() {
         g.removed.push_back(fmt::format("sandbox {} ({}): {}", e, why, d));
     });
   }
-  // Claims of ours without a sandbox: a teardown killed between releasing
-  // and removing.
-  guard("cgroup claims", [&] {
-    auto b = impl_->backend();
-    for (const auto &n : b->state().claim_names()) {
-      auto c = b->state().read_claim(n);
-      if (!c || (c->parent != opts_.cgroup_parent && c->parent != "/" + opts_.cgroup_parent))
-        continue;
-      if (fs::exists(impl_->sandbox_dir(n)))
-        continue;
-      b->release(n);
-      g.removed.push_back(fmt::format("released cgroup {}/{} (no sandbox)", c->parent, n));
-    }
-  });
+  // No pass over lcgroupctl's claims: a start makes its sandbox directory
+  // before it claims, and a teardown releases the claim before it removes
+  // the directory, so a claim of ours always has its directory, where the
+  // pass above finds it.  (lcgroupctl's state directory and the cgroup
+  // parent may be shared with other rundctl state directories, whose
+  // claims are not ours to judge.)
   // Templates: unfinished ones whose maker is gone, and their layer images.
   for (const auto &e : impl_->entries(impl_->templates)) {
     std::string path = impl_->templates + "/" + e;

@@ -607,25 +607,31 @@ TEST(Template, MismatchAndNotRootAreRefused) {
   EXPECT_NOTHING_LEFT();
 }
 
-// A layer directory shared by two state directories: gc of one never
-// removes the other's layer images.
-TEST(Template, GcOfAnotherStateDirectoryLeavesOurLayerImages) {
+// A layer directory, an lcgroupctl state directory and a cgroup parent
+// shared by two rundctl state directories: gc of one never removes the
+// other's layer images, nor releases its running sandboxes' cgroups.
+TEST(Template, GcOfAnotherStateDirectoryLeavesOursAlone) {
   NEED_ENV();
   auto &e = env();
+  ASSERT_EQ(e.rundctl(e.start_args("og")).code, 0);
   // A state directory that has been used (as a benchmark's is).
   std::string other = make_dir("/dev/shm/rundctl-test-other.XXXXXX");
   fs::create_directories(other + "/templates");
   fs::create_directories(other + "/sandboxes");
   SpawnOptions o;
   o.argv = {RUNDCTL_BIN, "--json", "--state-dir", other, "--layer-dir", e.xfs->mountpoint(),
-            "--cgroup-state-dir", other + "/cg", "gc"};
+            "--cgroup-state-dir", e.cgstate, "gc"};
   RunResult r = run(o, 60s);
   EXPECT_EQ(r.status.shell_code(), 0) << r.out;
   fs::remove_all(other);
   EXPECT_TRUE(fs::exists(e.xfs->mountpoint() + "/" + e.template_name + ".ext4"))
       << "another state directory's gc removed our layer image: " << r.out;
-  ASSERT_EQ(e.rundctl(e.start_args("og")).code, 0);
+  EXPECT_EQ(e.rundctl({"sandbox", "exec", "og", "--", "/bin/true"}).code, 0)
+      << "another state directory's gc stopped our sandbox: " << r.out;
   EXPECT_EQ(e.rundctl({"sandbox", "stop", "og"}).code, 0);
+  ASSERT_EQ(e.rundctl(e.start_args("og2")).code, 0) << "the template is unusable after it";
+  EXPECT_EQ(e.rundctl({"sandbox", "stop", "og2"}).code, 0);
+  EXPECT_NOTHING_LEFT();
 }
 
 // kill -9 of template create anywhere: gc removes the unfinished template

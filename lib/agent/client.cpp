@@ -37,8 +37,47 @@ Client Client::adopt(Fd connected, milliseconds timeout) {
 }
 
 void Client::ping(milliseconds timeout) {
-  nlohmann::json r = call({{"op", "ping"}}, timeout);
-  version_ = r.value("agent", std::string());
+  // A new connection's first bytes can be lost while the guest still sees
+  // the previous connection close (the reason QEMU's guest agent has
+  // guest-sync): the ping, which changes nothing, is sent again each
+  // second with the same id until its answer comes or the time is up.
+  auto deadline = Clock::now() + timeout;
+  uint64_t id = next_id_++;
+  std::string frame = encode_frame(FrameType::request,
+                                   nlohmann::json{{"op", "ping"}, {"id", id}}.dump());
+  for (;;) {
+    if (!write_all_nosigpipe(fd_.get(), frame, fd_.path()))
+      throw Error("write to the guest agent (connection closed)", fd_.path(), EPIPE);
+    auto round = std::min(deadline, Clock::now() + milliseconds(1000));
+    for (;;) {
+      std::optional<Frame> f;
+      try {
+        f = read_frame(round);
+      } catch (const ProtocolError &e) {
+        throw Error(fmt::format("guest agent stream: {}", e.what()));
+      }
+      if (!f)
+        break;
+      if (f->type == FrameType::event) {
+        note_event(f->body);
+        continue;
+      }
+      auto j = nlohmann::json::parse(f->body, nullptr, false);
+      if (j.is_discarded() || !j.is_object() || j.value("id", uint64_t{0}) != id)
+        continue;
+      if (!j.value("ok", false))
+        throw Error(fmt::format("guest agent: ping refused: {}",
+                                j.value("error", nlohmann::json::object()).dump()));
+      version_ = j.value("agent", std::string());
+      ++pings_sent_;
+      return;
+    }
+    ++pings_resent_;
+    if (Clock::now() >= deadline)
+      throw Error(fmt::format("guest agent: no answer to 'ping' within {} ms ({} sent)",
+                              timeout.count(), pings_resent_),
+                  fd_.path(), ETIMEDOUT);
+  }
 }
 
 void Client::note_event(const std::string &body) {

@@ -106,6 +106,8 @@ public:
   // that ends QEMU.  Nothing is synced: the writable layer is volatile.
   void shutdown(std::chrono::milliseconds timeout = kDefault);
   const std::string &agent_version() const { return version_; }
+  // Pings sent again before one was answered (see ping()).
+  unsigned pings_resent() const { return pings_resent_; }
 
   static constexpr std::chrono::milliseconds kDefault{30000};
 
@@ -123,6 +125,7 @@ private:
   uint64_t next_id_ = 1;
   std::string version_;
   std::optional<ExitStatus> exited_;
+  unsigned pings_sent_ = 0, pings_resent_ = 0;
 };
 
 } // namespace rundkit::agent

@@ -647,18 +647,37 @@ TEST_F(CliFlow, BenchStaysUnderItsParentAndGcUndoesAKilledOne) {
   pid_t waiting = start_cli({"--state-dir", state_, "bench", "--parent", parent_, "--modes",
                              "userspace-pool", "--concurrency", "3", "--rounds", "1",
                              "--settle-ms", "5000"});
+  // Its children, by the ppid in /proc/N/stat (the test VM's kernel has no
+  // /proc/PID/task/TID/children).
+  auto children_of = [](pid_t parent) {
+    std::vector<rundkit::ProcessId> out;
+    std::error_code ec;
+    for (const auto &p : std::filesystem::directory_iterator("/proc", ec)) {
+      std::string n = p.path().filename().string();
+      if (n.find_first_not_of("0123456789") != std::string::npos)
+        continue;
+      std::string stat;
+      try {
+        stat = rundkit::read_file(p.path().string() + "/stat");
+      } catch (const rundkit::Error &) {
+        continue; // exited meanwhile
+      }
+      auto close = stat.rfind(')');
+      if (close == std::string::npos)
+        continue;
+      std::istringstream rest(stat.substr(close + 2));
+      char state;
+      pid_t ppid = 0;
+      rest >> state >> ppid;
+      if (ppid == parent)
+        if (auto id = rundkit::ProcessId::of(std::stoi(n)))
+          out.push_back(*id);
+    }
+    return out;
+  };
   std::vector<rundkit::ProcessId> workers;
   for (int i = 0; i < 2000 && workers.size() < 3; ++i) {
-    workers.clear();
-    std::error_code ec;
-    for (const auto &t :
-         std::filesystem::directory_iterator(fmt::format("/proc/{}/task", waiting), ec)) {
-      std::istringstream kids(rundkit::read_file(t.path().string() + "/children"));
-      pid_t k;
-      while (kids >> k)
-        if (auto id = rundkit::ProcessId::of(k))
-          workers.push_back(*id);
-    }
+    workers = children_of(waiting);
     if (workers.size() < 3)
       ::usleep(5000);
   }

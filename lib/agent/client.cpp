@@ -41,43 +41,8 @@ void Client::ping(milliseconds timeout) {
   // the previous connection close (the reason QEMU's guest agent has
   // guest-sync): the ping, which changes nothing, is sent again each
   // second with the same id until its answer comes or the time is up.
-  auto deadline = Clock::now() + timeout;
-  uint64_t id = next_id_++;
-  std::string frame = encode_frame(FrameType::request,
-                                   nlohmann::json{{"op", "ping"}, {"id", id}}.dump());
-  for (;;) {
-    if (!write_all_nosigpipe(fd_.get(), frame, fd_.path()))
-      throw Error("write to the guest agent (connection closed)", fd_.path(), EPIPE);
-    auto round = std::min(deadline, Clock::now() + milliseconds(1000));
-    for (;;) {
-      std::optional<Frame> f;
-      try {
-        f = read_frame(round);
-      } catch (const ProtocolError &e) {
-        throw Error(fmt::format("guest agent stream: {}", e.what()));
-      }
-      if (!f)
-        break;
-      if (f->type == FrameType::event) {
-        note_event(f->body);
-        continue;
-      }
-      auto j = nlohmann::json::parse(f->body, nullptr, false);
-      if (j.is_discarded() || !j.is_object() || j.value("id", uint64_t{0}) != id)
-        continue;
-      if (!j.value("ok", false))
-        throw Error(fmt::format("guest agent: ping refused: {}",
-                                j.value("error", nlohmann::json::object()).dump()));
-      version_ = j.value("agent", std::string());
-      ++pings_sent_;
-      return;
-    }
-    ++pings_resent_;
-    if (Clock::now() >= deadline)
-      throw Error(fmt::format("guest agent: no answer to 'ping' within {} ms ({} sent)",
-                              timeout.count(), pings_resent_),
-                  fd_.path(), ETIMEDOUT);
-  }
+  nlohmann::json r = call({{"op", "ping"}}, timeout, milliseconds(1000));
+  version_ = r.value("agent", std::string());
 }
 
 void Client::note_event(const std::string &body) {
@@ -112,23 +77,35 @@ std::optional<Frame> Client::read_frame(Clock::time_point deadline) {
   }
 }
 
-nlohmann::json Client::call(nlohmann::json req, milliseconds timeout) {
+nlohmann::json Client::call(nlohmann::json req, milliseconds timeout,
+                            std::optional<milliseconds> resend_every) {
   auto deadline = Clock::now() + timeout;
   uint64_t id = next_id_++;
   std::string op = req.at("op").get<std::string>();
   req["id"] = id;
   std::string frame = encode_frame(FrameType::request, req.dump());
-  if (!write_all_nosigpipe(fd_.get(), frame, fd_.path()))
-    throw Error("write to the guest agent (connection closed)", fd_.path(), EPIPE);
+  auto send = [&] {
+    if (!write_all_nosigpipe(fd_.get(), frame, fd_.path()))
+      throw Error("write to the guest agent (connection closed)", fd_.path(), EPIPE);
+    return resend_every ? std::min(deadline, Clock::now() + *resend_every) : deadline;
+  };
+  auto round = send();
   for (;;) {
     std::optional<Frame> f;
     try {
-      f = read_frame(deadline);
+      f = read_frame(round);
     } catch (const ProtocolError &e) {
       throw Error(fmt::format("guest agent stream: {}", e.what()));
     }
+    if (!f && round < deadline) {
+      ++resent_;
+      round = send();
+      continue;
+    }
     if (!f)
-      throw Error(fmt::format("guest agent: no answer to '{}' within {} ms", op, timeout.count()),
+      throw Error(fmt::format("guest agent: no answer to '{}' within {} ms{}", op,
+                              timeout.count(),
+                              resend_every ? fmt::format(" ({} sent)", resent_ + 1) : ""),
                   fd_.path(), ETIMEDOUT);
     if (f->type == FrameType::event) {
       note_event(f->body);

@@ -106,8 +106,8 @@ public:
   // that ends QEMU.  Nothing is synced: the writable layer is volatile.
   void shutdown(std::chrono::milliseconds timeout = kDefault);
   const std::string &agent_version() const { return version_; }
-  // Pings sent again before one was answered (see ping()).
-  unsigned pings_resent() const { return pings_resent_; }
+  // Requests sent again before they were answered (see ping()).
+  unsigned pings_resent() const { return resent_; }
 
   static constexpr std::chrono::milliseconds kDefault{30000};
 
@@ -116,7 +116,10 @@ private:
   void ping(std::chrono::milliseconds timeout);
   // Sends one request (`req` gets its id) and returns the reply; throws
   // GuestError on an error reply, Error on a timeout or a closed stream.
-  nlohmann::json call(nlohmann::json req, std::chrono::milliseconds timeout);
+  // With `resend_every`, an idempotent request is sent again (same id)
+  // each time that long passes without its reply.
+  nlohmann::json call(nlohmann::json req, std::chrono::milliseconds timeout,
+                      std::optional<std::chrono::milliseconds> resend_every = std::nullopt);
   std::optional<Frame> read_frame(std::chrono::steady_clock::time_point deadline);
   void note_event(const std::string &body);
 
@@ -125,7 +128,7 @@ private:
   uint64_t next_id_ = 1;
   std::string version_;
   std::optional<ExitStatus> exited_;
-  unsigned pings_sent_ = 0, pings_resent_ = 0;
+  unsigned resent_ = 0;
 };
 
 } // namespace rundkit::agent

@@ -27,10 +27,12 @@ double ms(uint64_t us) { return static_cast<double>(us) / 1000.0; }
 
 std::string text_of(const TemplateSummary &t) {
   std::string s = fmt::format(
-      "template {}: {} MiB, {} vCPU, {}, layer {} MiB\n  kernel {}\n  dir {}\n  layer image {}\n"
+      "template {}: {} MiB, {} vCPU, {}, {}, layer {} MiB\n  kernel {}\n  dir {}\n  layer image {}\n"
       "  boot {} ms, save {} ms, state {} KiB, RAM file {} MiB allocated\n",
-      t.name, t.memory_mib, t.cpus, t.accel, t.layer_bytes >> 20, t.kernel, t.dir, t.layer_image,
-      t.boot_ms, t.save_ms, t.state_bytes >> 10, t.ram_bytes_allocated >> 20);
+      t.name, t.memory_mib, t.cpus, t.machine, t.accel, t.layer_bytes >> 20, t.kernel, t.dir,
+      t.layer_image, t.boot_ms, t.save_ms, t.state_bytes >> 10, t.ram_bytes_allocated >> 20);
+  if (!t.modules.empty())
+    s += fmt::format("  modules {}\n", t.modules);
   if (!t.users.empty())
     s += fmt::format("  sandboxes: {}\n", fmt::join(t.users, " "));
   return s;
@@ -104,6 +106,10 @@ int main(int argc, char **argv) {
                  "writable-layer images and clones (XFS or btrfs: must reflink)")
       ->capture_default_str();
   app.add_option("--qemu", ro.qemu, "the QEMU binary")->capture_default_str();
+  app.add_option("--tcg-tb-size", ro.tcg_tb_mib,
+                 "bound TCG's translation cache to this many MiB (0: QEMU's default)")
+      ->check(CLI::Range(0u, 4096u))
+      ->capture_default_str();
   app.add_option("--agent", ro.agent, "the guest agent binary (default: next to rundctl)");
   app.add_option("--cgroup-state-dir", ro.cgroups.state_dir, "lcgroupctl's state directory")
       ->capture_default_str();
@@ -118,7 +124,13 @@ int main(int argc, char **argv) {
   std::string memory = "128M", layer_size = "256M";
   auto *tcreate = tmpl->add_subcommand("create", "boot a VM with the agent idle and save it");
   tcreate->add_option("NAME", treq.name, "template name")->required();
-  tcreate->add_option("--kernel", treq.kernel, "guest vmlinux (PVH, microvm)")->required();
+  tcreate->add_option("--kernel", treq.kernel,
+                      "guest kernel: a PVH vmlinux (microvm) or a bzImage (q35)")
+      ->required();
+  tcreate->add_option("--machine", treq.machine, "microvm (no ACPI, virtio-mmio) or q35")
+      ->capture_default_str();
+  tcreate->add_option("--modules", treq.modules,
+                      "directory with modules.load and the .ko files the agent loads");
   tcreate->add_option("--memory", memory, "guest RAM")->capture_default_str();
   tcreate->add_option("--cpus", treq.cpus, "vCPUs")->capture_default_str();
   tcreate->add_option("--layer-size", layer_size, "every sandbox's writable layer")
@@ -156,6 +168,9 @@ int main(int argc, char **argv) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   start->add_option("--cwd", sreq.cwd, "the command's working directory")->capture_default_str();
   start->add_flag("--cold", sreq.cold, "boot the kernel instead of restoring the template");
+  start->add_option("--writable", sreq.writable,
+                    "writable layer: reflink (clone of the template's image) or qcow2 (overlay)")
+      ->capture_default_str();
   start->add_option("--timeout", timeout, "how long the guest may take to report")
       ->capture_default_str();
   start->footer("After --: the command and its arguments (default /bin/sh).");
@@ -179,6 +194,9 @@ int main(int argc, char **argv) {
   SandboxBenchOptions bo;
   auto bench_common = [&](CLI::App *b) {
     b->add_option("--kernel", bo.kernel, "the condensed guest vmlinux")->required();
+    b->add_option("--distro-kernel", bo.distro_kernel,
+                  "baseline and distro-kernel modes: directory with bzImage and modules/ "
+                  "(scripts/build-distro-guest-kernel)");
     b->add_option("--modes", bo.modes, "rundkit,no-template,no-pool")
         ->delimiter(',')
         ->capture_default_str();

@@ -52,6 +52,50 @@ ensure_distro_source() {
 	echo "$dest"
 }
 
+# ensure_cloud_kernel DIR: DIR/{bzImage,vmlinux} are Debian's current cloud
+# kernel (linux-image-cloud-amd64, the distro's slim guest kernel), DIR/root
+# the unpacked package (its modules), and DIR/package names it ("PACKAGE
+# VERSION").  The metapackage only depends on the real, versioned image
+# package, which is what is fetched with apt-get download: never installed.
+ensure_cloud_kernel() {
+	local dir=$1 pkg ver src deb
+	ensure_cmd apt-get apt
+	ensure_cmd dpkg-deb dpkg
+	# scripts/extract-vmlinux needs the decompressor of the cloud bzImage (LZ4).
+	ensure_cmd lz4 lz4
+	pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+		sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n 1)
+	[ -n "$pkg" ] ||
+		die "apt-cache knows no linux-image-cloud-amd64 dependency (Debian main in sources.list? apt-get update?)"
+	ver=$(apt-cache policy "$pkg" | sed -n 's/^ *Candidate: //p')
+	[ -n "$ver" ] && [ "$ver" != "(none)" ] || die "apt-cache has no candidate version of $pkg"
+	# The comparison is within one kernel series: another release's cloud
+	# kernel (another Debian suite) would not say what condensing did.
+	case "$ver" in
+	"$KERNEL_VERSION".*) ;;
+	*) die "$pkg is version $ver, not a $KERNEL_VERSION kernel: this Debian suite's cloud kernel does not match linux-source-$KERNEL_VERSION" ;;
+	esac
+	if [ -f "$dir/package" ] && [ "$(cat "$dir/package")" = "$pkg $ver" ] &&
+		[ -f "$dir/bzImage" ] && [ -f "$dir/vmlinux" ]; then
+		return
+	fi
+	src=$(ensure_distro_source)
+	rm -rf "$dir"
+	mkdir -p "$dir/deb"
+	say "downloading $pkg $ver (apt-get download; not installed)"
+	(cd "$dir/deb" && apt-get download "$pkg=$ver") >"$dir/download.log" 2>&1 ||
+		die "apt-get download $pkg=$ver failed (log: $dir/download.log)"
+	deb=$(find "$dir/deb" -name "${pkg}_*.deb" | head -n 1)
+	[ -n "$deb" ] || die "apt-get download left no ${pkg}_*.deb in $dir/deb"
+	dpkg-deb -x "$deb" "$dir/root"
+	cp "$dir/root/boot/vmlinuz-${pkg#linux-image-}" "$dir/bzImage" ||
+		die "$deb has no /boot/vmlinuz-${pkg#linux-image-}"
+	"$src/scripts/extract-vmlinux" "$dir/bzImage" >"$dir/vmlinux.tmp" ||
+		die "extract-vmlinux found no vmlinux in $dir/bzImage"
+	mv "$dir/vmlinux.tmp" "$dir/vmlinux"
+	echo "$pkg $ver" >"$dir/package"
+}
+
 # series_files DIR: the patch files of DIR/series, in order, one per line.
 # Blank lines and '#' comments are skipped; a listed file that is missing is
 # an error.

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "bench/report.h"
@@ -29,9 +30,45 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 const std::vector<std::string> &sandbox_bench_modes() {
-  static const std::vector<std::string> m = {"rundkit", "no-template", "no-pool"};
+  static const std::vector<std::string> m = {"baseline",      "rundkit",     "no-template",
+                                             "distro-kernel", "qcow2-layer", "no-pool"};
   return m;
 }
+
+namespace {
+
+// How a mode starts its sandboxes.
+struct ModeChoices {
+  bool distro_kernel = false; // the cloud kernel's q35 template
+  bool cold = false;
+  bool qcow2 = false;
+  bool pool = true;
+};
+
+ModeChoices choices_of(const std::string &mode) {
+  if (mode == "baseline")
+    return {true, true, true, false};
+  if (mode == "no-template")
+    return {false, true, false, true};
+  if (mode == "distro-kernel")
+    return {true, false, false, true};
+  if (mode == "qcow2-layer")
+    return {false, false, true, true};
+  if (mode == "no-pool")
+    return {false, false, false, false};
+  return {};
+}
+
+bool uses_distro_kernel(const std::vector<std::string> &modes) {
+  return std::any_of(modes.begin(), modes.end(),
+                     [](const std::string &m) { return choices_of(m).distro_kernel; });
+}
+bool uses_condensed_kernel(const std::vector<std::string> &modes) {
+  return std::any_of(modes.begin(), modes.end(),
+                     [](const std::string &m) { return !choices_of(m).distro_kernel; });
+}
+
+} // namespace
 
 void check_sandbox_bench_options(const SandboxBenchOptions &o) {
   if (o.modes.empty())
@@ -39,10 +76,8 @@ void check_sandbox_bench_options(const SandboxBenchOptions &o) {
   for (const auto &m : o.modes)
     if (std::find(sandbox_bench_modes().begin(), sandbox_bench_modes().end(), m) ==
         sandbox_bench_modes().end())
-      throw InputError(fmt::format("unknown mode '{}' (modes: rundkit, no-template, no-pool; the "
-                                   "baseline, distro-kernel and qcow2-layer modes are not built "
-                                   "yet)",
-                                   m));
+      throw InputError(fmt::format("unknown mode '{}' (modes: {})", m,
+                                   fmt::join(sandbox_bench_modes(), ", ")));
   for (int c : o.concurrency)
     if (c < 1 || c > 200)
       throw InputError(fmt::format("--concurrency {}: 1 to 200", c));
@@ -51,10 +86,20 @@ void check_sandbox_bench_options(const SandboxBenchOptions &o) {
       throw InputError(fmt::format("--count {}: 1 to 1000", c));
   if (o.rounds < 1 || o.rounds > 100)
     throw InputError(fmt::format("--rounds {}: 1 to 100", o.rounds));
-  if (o.kernel.empty() || !fs::exists(o.kernel))
+  if (uses_condensed_kernel(o.modes) && (o.kernel.empty() || !fs::exists(o.kernel)))
     throw InputError(fmt::format("--kernel '{}': no such file (the condensed guest vmlinux, "
                                  "scripts/build-guest-kernel)",
                                  o.kernel));
+  if (uses_distro_kernel(o.modes)) {
+    if (o.distro_kernel.empty())
+      throw InputError("the baseline and distro-kernel modes need --distro-kernel DIR "
+                       "(scripts/build-distro-guest-kernel)");
+    for (const char *f : {"bzImage", "modules/modules.load"})
+      if (!fs::exists(fs::path(o.distro_kernel) / f))
+        throw InputError(fmt::format("--distro-kernel '{}': no {} there "
+                                     "(scripts/build-distro-guest-kernel makes it)",
+                                     o.distro_kernel, f));
+  }
   if (!o.png.empty() && o.csv.empty())
     throw InputError("--png needs --csv (the plot is drawn from it)");
 }
@@ -129,14 +174,30 @@ public:
     fs::copy_file("/bin/busybox", base_ + "/bin/busybox");
     for (const char *a : {"sh", "sleep", "true", "cat", "echo"})
       fs::create_symlink("busybox", base_ + "/bin/" + std::string(a));
-    say("creating the bench template");
-    sandbox::TemplateRequest tr;
-    tr.name = tag_;
-    tr.kernel = o.kernel;
-    tr.memory_mib = o.memory_mib;
-    tr.layer_bytes = 64ULL << 20;
-    rt_.create_template(tr);
-    template_made_ = true;
+    // One template per kernel: the condensed kernel's on microvm, the
+    // distro kernel's on q35 (cold starts boot its kernel with its config).
+    if (uses_condensed_kernel(o.modes)) {
+      say("creating the bench template (condensed kernel, microvm)");
+      sandbox::TemplateRequest tr;
+      tr.name = tag_;
+      tr.kernel = o.kernel;
+      tr.memory_mib = o.memory_mib;
+      tr.layer_bytes = 64ULL << 20;
+      rt_.create_template(tr);
+      templates_.push_back(tr.name);
+    }
+    if (uses_distro_kernel(o.modes)) {
+      say("creating the bench template (distro kernel, q35)");
+      sandbox::TemplateRequest tr;
+      tr.name = tag_ + "-distro";
+      tr.machine = "q35";
+      tr.kernel = (fs::path(o.distro_kernel) / "bzImage").string();
+      tr.modules = (fs::path(o.distro_kernel) / "modules").string();
+      tr.memory_mib = o.memory_mib;
+      tr.layer_bytes = 64ULL << 20;
+      rt_.create_template(tr);
+      templates_.push_back(tr.name);
+    }
     backend_ = make_backend(o.runtime.cgroups, detect_layout(o.runtime.cgroups.layout));
     backend_->create_parent(o.cgroup_parent);
   }
@@ -148,10 +209,11 @@ public:
       rt_.gc();
     } catch (const std::exception &) {
     }
-    try {
-      if (template_made_)
-        rt_.remove_template(tag_);
-    } catch (const std::exception &) {
+    for (const auto &t : templates_) {
+      try {
+        rt_.remove_template(t);
+      } catch (const std::exception &) {
+      }
     }
     try {
       if (backend_)
@@ -179,20 +241,27 @@ public:
     r.layers = {base_};
     r.cgroup_parent = o_.cgroup_parent;
     r.command = {"/bin/sleep", "1000000"};
-    r.cold = mode == "no-template";
+    ModeChoices c = choices_of(mode);
+    r.template_name = c.distro_kernel ? tag_ + "-distro" : tag_;
+    r.cold = c.cold;
+    r.writable = c.qcow2 ? "qcow2" : "reflink";
     r.agent_timeout = milliseconds(120000);
     return r;
   }
   sandbox::Runtime &rt() { return rt_; }
   const std::string &tag() const { return tag_; }
   const std::string &dir() const { return dir_; }
-  std::string ram_path() const { return rt_.show_template(tag_).dir + "/vm/ram"; }
+  // The guest RAM file of the template a mode's sandboxes are cloned from.
+  std::string ram_path(const std::string &mode) const {
+    return rt_.show_template(choices_of(mode).distro_kernel ? tag_ + "-distro" : tag_).dir +
+           "/vm/ram";
+  }
 
 private:
   const SandboxBenchOptions &o_;
   sandbox::Runtime rt_;
   std::string tag_, dir_, base_;
-  bool template_made_ = false;
+  std::vector<std::string> templates_;
   std::unique_ptr<Backend> backend_;
 };
 
@@ -359,7 +428,7 @@ std::vector<StartCell> run_start_bench(const SandboxBenchOptions &o) {
       size_t hits = 0, failed = 0;
       for (int r = 0; r < o.rounds; ++r) {
         w.say(fmt::format("start: {} x{} round {}/{}", mode, n, r + 1, o.rounds));
-        w.pool(mode == "no-pool" ? 0 : static_cast<size_t>(n));
+        w.pool(choices_of(mode).pool ? static_cast<size_t>(n) : 0);
         double wall_s = 0;
         for (const auto &s : start_round(w, mode, n, r, wall_s)) {
           if (!s.ok) {
@@ -411,11 +480,11 @@ std::vector<StartCell> run_start_bench(const SandboxBenchOptions &o) {
 std::vector<DensityCell> run_density_bench(const SandboxBenchOptions &o) {
   check_sandbox_bench_options(o);
   Workspace w(o);
-  std::string ram = w.ram_path();
   std::vector<DensityCell> cells;
   for (const auto &mode : o.modes) {
     if (mode == "no-pool")
       continue; // the pool changes nothing once a sandbox runs
+    std::string ram = w.ram_path(mode);
     for (int n : o.counts) {
       DensityCell c;
       c.mode = mode;
@@ -493,13 +562,13 @@ std::vector<DensityCell> run_density_bench(const SandboxBenchOptions &o) {
 }
 
 std::string format_start_table(const std::vector<StartCell> &cells) {
-  std::string s = fmt::format("{:<12} {:>4} {:>5} {:>9} {:>9} {:>9} {:>8} | {:>7} {:>7} {:>7} "
+  std::string s = fmt::format("{:<13} {:>4} {:>5} {:>9} {:>9} {:>9} {:>8} | {:>7} {:>7} {:>7} "
                               "{:>7} {:>8} {:>8} | {:>9} {:>5}\n",
                               "mode", "N", "ok", "p50 ms", "p99 ms", "max ms", "starts/s",
                               "cgroup", "layer", "view", "spawn", "restore", "running",
                               "cpu ms", "hits");
   for (const auto &c : cells)
-    s += fmt::format("{:<12} {:>4} {:>5} {:>9.1f} {:>9.1f} {:>9.1f} {:>8.2f} | {:>7.1f} {:>7.1f} "
+    s += fmt::format("{:<13} {:>4} {:>5} {:>9.1f} {:>9.1f} {:>9.1f} {:>8.2f} | {:>7.1f} {:>7.1f} "
                      "{:>7.1f} {:>7.1f} {:>8.1f} {:>8.1f} | {:>9.1f} {:>5}\n",
                      c.latency.mode, c.latency.concurrency, c.latency.samples, c.latency.p50_ms,
                      c.latency.p99_ms, c.latency.max_ms, c.latency.throughput_per_s, c.cgroup_ms,
@@ -511,12 +580,12 @@ std::string format_start_table(const std::vector<StartCell> &cells) {
 }
 
 std::string format_density_table(const std::vector<DensityCell> &cells) {
-  std::string s = fmt::format("{:<12} {:>5} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>8} {:>9} "
+  std::string s = fmt::format("{:<13} {:>5} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>8} {:>9} "
                               "{:>9} {:>6}\n",
                               "mode", "N", "PSS MiB", "written", "shared", "anon", "other",
                               "MemAvail/N", "idle %", "exec p50", "exec p99", "failed");
   for (const auto &c : cells)
-    s += fmt::format("{:<12} {:>5} {:>9.1f} {:>9.1f} {:>9.1f} {:>9.1f} {:>7.1f} {:>10.1f} {:>8.1f} "
+    s += fmt::format("{:<13} {:>5} {:>9.1f} {:>9.1f} {:>9.1f} {:>9.1f} {:>7.1f} {:>10.1f} {:>8.1f} "
                      "{:>9.1f} {:>9.1f} {:>6}\n",
                      c.mode, c.count, c.pss_mib, c.guest_written_mib, c.template_shared_mib,
                      c.qemu_anon_mib, c.other_mib, c.mem_available_drop_mib, c.idle_cpu_percent,

@@ -1,12 +1,21 @@
 // rundctl bench start / density: whole sandboxes, one RunD idea switched
 // off at a time, side by side in one run.
 //
+//   baseline      what a plain QEMU set-up (Kata-with-QEMU style) gets on
+//                 this host: a cold boot of Debian's cloud kernel on q35
+//                 with ACPI (its drivers loaded as modules by the agent), a
+//                 qcow2 overlay over the layer image as writable disk, the
+//                 host cgroup made by mkdir (an empty pool: a counted miss),
+//                 no template
 //   rundkit       template clone, condensed kernel, reflink volatile layer,
 //                 pooled host cgroup (lcgroupctl's pool, filled before each
 //                 round, off the clock)
-//   no-template   the same, but every sandbox boots the kernel (--cold)
-//   no-pool       the same as rundkit, but the pool is empty: each start
-//                 makes its cgroups directly (a counted miss)
+// and the ablations, each switching one of rundkit's ideas back to the
+// baseline's choice:
+//   no-template   every sandbox boots the condensed kernel (--cold)
+//   distro-kernel clones of a template of the cloud kernel on q35
+//   qcow2-layer   a qcow2 overlay instead of the reflink clone
+//   no-pool       the pool is empty: each start makes its cgroups directly
 //
 // `start` measures, per sandbox, the time from a common release to the
 // agent's "running" (N concurrent starts per round, each in its own
@@ -33,11 +42,15 @@ namespace rundkit {
 const std::vector<std::string> &sandbox_bench_modes();
 
 struct SandboxBenchOptions {
-  std::vector<std::string> modes = {"rundkit", "no-template", "no-pool"};
+  std::vector<std::string> modes = {"baseline", "rundkit", "no-template", "distro-kernel",
+                                    "qcow2-layer", "no-pool"};
   std::vector<int> concurrency = {1, 5, 10, 20}; // start
   std::vector<int> counts = {1, 10, 50, 100};     // density
   int rounds = 3;
   std::string kernel; // the condensed guest vmlinux
+  // baseline and distro-kernel: bzImage and modules/ (with modules.load),
+  // as scripts/build-distro-guest-kernel makes them.
+  std::string distro_kernel;
   uint64_t memory_mib = 128;
   sandbox::RuntimeOptions runtime;
   std::string cgroup_parent = "rundctl-bench";
@@ -46,7 +59,8 @@ struct SandboxBenchOptions {
 };
 
 // Usage errors (InputError) before any work: unknown modes, empty or
-// out-of-range levels, a missing kernel.
+// out-of-range levels, a missing kernel (the distro kernel only when a
+// mode boots it).
 void check_sandbox_bench_options(const SandboxBenchOptions &o);
 
 // One start cell (mode, concurrency): latency from the common release,

@@ -55,9 +55,11 @@ constexpr const char *kShareTag = "rundkit.rootfs";
 // LAYERDIR/NAME.ext4.owner: the state directory whose template the image is.
 constexpr const char *kImageOwnerSuffix = ".owner";
 // microvm: no ACPI and no PCI (virtio over MMIO); the console is the
-// legacy UART, written to a file.
+// legacy UART, written to a file.  q35: the same, with the ACPI and PCI a
+// distro kernel expects.
 constexpr const char *kGuestAppend =
     "console=ttyS0 panic=-1 rdinit=/init quiet acpi=off pci=off reboot=t";
+constexpr const char *kGuestAppendQ35 = "console=ttyS0 panic=-1 rdinit=/init quiet reboot=t";
 // The host cgroup enforces CPU time; the guest's memory is bounded by its
 // RAM size and the agent's guest cgroup enforces the sandbox's limits.
 constexpr milliseconds kAgentShutdownWait{5000};
@@ -151,14 +153,16 @@ struct TemplateMeta {
   uint64_t layer_bytes = 0;
   std::string layer_image;
   std::string accel;
+  std::string machine = "microvm";
+  std::string modules;
   uint64_t boot_ms = 0;
   uint64_t save_ms = 0;
 
   nlohmann::json to_json() const {
     return {{"name", name},         {"kernel", kernel},   {"memory_mib", memory_mib},
             {"cpus", cpus},         {"layer_bytes", layer_bytes},
-            {"layer_image", layer_image}, {"accel", accel}, {"boot_ms", boot_ms},
-            {"save_ms", save_ms}};
+            {"layer_image", layer_image}, {"accel", accel}, {"machine", machine},
+            {"modules", modules},   {"boot_ms", boot_ms}, {"save_ms", save_ms}};
   }
   static TemplateMeta from(const nlohmann::json &j, const std::string &what) {
     try {
@@ -170,10 +174,15 @@ struct TemplateMeta {
       m.layer_bytes = j.at("layer_bytes").get<uint64_t>();
       m.layer_image = j.at("layer_image").get<std::string>();
       m.accel = j.at("accel").get<std::string>();
+      m.machine = j.value("machine", std::string("microvm"));
+      vm::parse_machine(m.machine);
+      m.modules = j.value("modules", std::string());
       m.boot_ms = j.value("boot_ms", uint64_t{0});
       m.save_ms = j.value("save_ms", uint64_t{0});
       return m;
     } catch (const nlohmann::json::exception &e) {
+      throw InputError(fmt::format("damaged template record '{}': {}", what, e.what()));
+    } catch (const InputError &e) {
       throw InputError(fmt::format("damaged template record '{}': {}", what, e.what()));
     }
   }
@@ -187,13 +196,14 @@ vm::QemuConfig guest_config(const RuntimeOptions &o, const TemplateMeta &m,
                             const std::string &share) {
   vm::QemuConfig c;
   c.binary = o.qemu;
-  c.machine = vm::Machine::microvm;
+  c.machine = vm::parse_machine(m.machine);
   c.accel = vm::parse_accel(m.accel);
+  c.tcg_tb_mib = o.tcg_tb_mib;
   c.cpus = m.cpus;
   c.memory_mib = m.memory_mib;
   c.kernel = m.kernel;
   c.initrd = initrd;
-  c.append = kGuestAppend;
+  c.append = c.machine == vm::Machine::q35 ? kGuestAppendQ35 : kGuestAppend;
   c.serials = {{vm::Serial::Kind::file, console}};
   c.ports = {{"agent", agent::kPortName, {}}};
   vm::Disk d;
@@ -203,6 +213,27 @@ vm::QemuConfig guest_config(const RuntimeOptions &o, const TemplateMeta &m,
   c.disks = {d};
   c.shares = {{"rootfs", kShareTag, share, true}};
   return c;
+}
+
+// A qcow2 overlay over `backing` (raw), as a plain QEMU set-up makes a
+// sandbox's writable disk: made by qemu-img in a nameless file of the
+// layer directory (O_TMPFILE, reopened by qemu-img through /proc/self/fd),
+// so nothing of it outlives the sandbox's QEMU, whatever kills whom.
+Fd make_qcow2_overlay(const RuntimeOptions &o, const std::string &backing) {
+  int fd = ::open(o.layer_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0)
+    throw Error("open O_TMPFILE", o.layer_dir, errno);
+  Fd overlay(fd, o.layer_dir + " (qcow2 overlay)");
+  constexpr int kChildFd = 3;
+  SpawnOptions so;
+  so.argv = {o.qemu_img, "create", "-q",    "-f", "qcow2", "-F", "raw", "-b", backing,
+             fmt::format("/proc/self/fd/{}", kChildFd)};
+  so.pass_fds = {{overlay.get(), kChildFd}};
+  RunResult r = run(so, milliseconds(30000));
+  if (!r.status.ok())
+    throw Error(fmt::format("qemu-img create (qcow2 overlay over {}) {}: {}", backing,
+                            r.status.describe(), r.stderr_tail));
+  return overlay;
 }
 
 std::string agent_binary(const RuntimeOptions &o) {
@@ -254,7 +285,9 @@ nlohmann::json to_json(const TemplateSummary &t) {
           {"cpus", t.cpus},
           {"layer_bytes", t.layer_bytes},
           {"accel", t.accel},
+          {"machine", t.machine},
           {"kernel", t.kernel},
+          {"modules", t.modules},
           {"boot_ms", t.boot_ms},
           {"save_ms", t.save_ms},
           {"state_bytes", t.state_bytes},
@@ -283,6 +316,7 @@ nlohmann::json to_json(const SandboxRecord &r) {
           {"memory_bytes", opt(r.memory_bytes)},
           {"pids", opt(r.pids)},
           {"cold", r.cold},
+          {"writable", r.writable},
           {"accel", r.accel},
           {"times_us",
            {{"checked", t.checked_us},
@@ -321,6 +355,7 @@ SandboxRecord sandbox_record_from_json(const nlohmann::json &j, const std::strin
     if (!j.at("pids").is_null())
       r.pids = j.at("pids").get<int64_t>();
     r.cold = j.at("cold").get<bool>();
+    r.writable = j.value("writable", std::string("reflink"));
     r.accel = j.at("accel").get<std::string>();
     const auto &t = j.at("times_us");
     r.times = {t.at("checked").get<uint64_t>(), t.at("cgroup").get<uint64_t>(),
@@ -458,7 +493,9 @@ struct Runtime::Impl {
     s.cpus = m.cpus;
     s.layer_bytes = m.layer_bytes;
     s.accel = m.accel;
+    s.machine = m.machine;
     s.kernel = m.kernel;
+    s.modules = m.modules;
     s.boot_ms = m.boot_ms;
     s.save_ms = t.record().save_ms;
     s.state_bytes = t.record().state_bytes;
@@ -555,19 +592,30 @@ TemplateSummary Runtime::create_template(const TemplateRequest &req, const Progr
   if (req.layer_bytes < kMinTemplateSize)
     throw InputError(fmt::format("--layer-size {}: at least {} MiB", req.layer_bytes,
                                  kMinTemplateSize >> 20));
+  vm::Machine machine = vm::parse_machine(req.machine);
   {
-    // microvm boots a PVH ELF (vmlinux); a bzImage would not start.
+    // microvm boots a PVH ELF (vmlinux) only; q35 also boots a bzImage
+    // (its setup header says "HdrS" at 0x202).
     int fd = ::open(req.kernel.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0)
       throw InputError(fmt::format("kernel '{}': {}", req.kernel, std::strerror(errno)));
-    char magic[4] = {};
-    ssize_t n = ::read(fd, magic, sizeof magic);
+    char head[0x206] = {};
+    ssize_t n = ::pread(fd, head, sizeof head, 0);
     ::close(fd);
-    if (n != 4 || std::memcmp(magic, "\x7f" "ELF", 4) != 0)
+    bool elf = n >= 4 && std::memcmp(head, "\x7f" "ELF", 4) == 0;
+    bool bzimage = n == static_cast<ssize_t>(sizeof head) && std::memcmp(head + 0x202, "HdrS", 4) == 0;
+    if (machine == vm::Machine::microvm && !elf)
       throw InputError(fmt::format("kernel '{}' is not an ELF vmlinux (microvm boots the PVH "
-                                   "entry of vmlinux, not a bzImage)",
+                                   "entry of vmlinux{}; --machine q35 boots a bzImage)",
+                                   req.kernel, bzimage ? ", not a bzImage" : ""));
+    if (machine == vm::Machine::q35 && !elf && !bzimage)
+      throw InputError(fmt::format("kernel '{}' is neither a bzImage nor an ELF vmlinux",
                                    req.kernel));
   }
+  if (!req.modules.empty() && !fs::is_regular_file(fs::path(req.modules) / "modules.load"))
+    throw InputError(fmt::format("--modules '{}': no modules.load there "
+                                 "(scripts/build-distro-guest-kernel makes one)",
+                                 req.modules));
   if (opts_.accel != "auto")
     vm::parse_accel(opts_.accel); // InputError before anything is made
   find_executable(opts_.qemu);
@@ -616,7 +664,7 @@ TemplateSummary Runtime::create_template(const TemplateRequest &req, const Progr
       probe.cache_dir = "/run/rundkit";
       probe.qemu = opts_.qemu;
       fs::path k(req.kernel);
-      probe.kernels = {(k.parent_path() / "bzImage").string()};
+      probe.kernels = {machine == vm::Machine::q35 ? k.string() : (k.parent_path() / "bzImage").string()};
       accel = vm::to_string(vm::detect_accel(probe));
     } else {
       vm::parse_accel(accel);
@@ -625,7 +673,7 @@ TemplateSummary Runtime::create_template(const TemplateRequest &req, const Progr
     if (::mkdir(stage.c_str(), 0700) < 0)
       throw Error("mkdir", stage, errno);
     std::string initrd = stage + "/" + kAgentInitrd;
-    agent::write_agent_initramfs(agent, initrd);
+    agent::write_agent_initramfs(agent, initrd, req.modules);
     std::string empty = stage + "/empty";
     if (::mkdir(empty.c_str(), 0755) < 0)
       throw Error("mkdir", empty, errno);
@@ -638,6 +686,8 @@ TemplateSummary Runtime::create_template(const TemplateRequest &req, const Progr
     m.layer_bytes = req.layer_bytes;
     m.layer_image = image;
     m.accel = accel;
+    m.machine = vm::to_string(machine);
+    m.modules = req.modules.empty() ? "" : fs::absolute(req.modules).string();
 
     vm::VmOptions vo;
     vo.config = guest_config(opts_, m, initrd, stage + "/console.log", disk.fd.get(), empty);
@@ -734,6 +784,10 @@ SandboxRecord Runtime::start(const StartRequest &req) {
   }
   if (req.command.empty())
     throw InputError("no command");
+  if (req.writable != "reflink" && req.writable != "qcow2")
+    throw InputError(fmt::format("--writable '{}': reflink or qcow2", req.writable));
+  if (req.writable == "qcow2")
+    find_executable(opts_.qemu_img);
   TemplateMeta m = impl_->read_meta(req.template_name);
   if (req.memory_bytes && *req.memory_bytes != m.memory_mib << 20)
     throw InputError(fmt::format("--memory {} MiB does not match template '{}' ({} MiB): a "
@@ -784,6 +838,7 @@ SandboxRecord Runtime::start(const StartRequest &req) {
   rec.memory_bytes = req.memory_bytes;
   rec.pids = req.pids;
   rec.cold = req.cold;
+  rec.writable = req.writable;
   rec.accel = m.accel;
   try {
     check_sys(::mkdir((stage + "/" + kView).c_str(), 0755), "mkdir", stage + "/" + kView);
@@ -828,7 +883,9 @@ SandboxRecord Runtime::start(const StartRequest &req) {
     phase("cgroup");
 
     // 2. The writable layer: nameless, O_DIRECT.
-    VolatileLayer disk = open_volatile_layer(layer_image, opts_.layer_dir, true);
+    Fd layer_fd = req.writable == "qcow2"
+                      ? make_qcow2_overlay(opts_, m.layer_image)
+                      : open_volatile_layer(layer_image, opts_.layer_dir, true).fd;
     rec.times.layer_us = us_since(t0);
     phase("layer");
 
@@ -850,7 +907,9 @@ SandboxRecord Runtime::start(const StartRequest &req) {
     }
     vm::VmOptions vo;
     vo.config = guest_config(opts_, m, impl_->template_dir(m.name) + "/" + kAgentInitrd,
-                             dir + "/console.log", disk.fd.get(), rec.view);
+                             dir + "/console.log", layer_fd.get(), rec.view);
+    if (req.writable == "qcow2")
+      vo.config.disks[0].format = vm::DiskFormat::qcow2;
     vo.dir = dir;
     vo.log = dir + "/qemu.log";
     vo.cgroup = into ? &*into : nullptr;

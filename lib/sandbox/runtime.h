@@ -58,12 +58,14 @@ struct RuntimeOptions {
   std::string state_root = "/run/rundctl";
   std::string layer_dir = "/var/lib/rundctl/layers";
   std::string qemu = "qemu-system-x86_64";
+  std::string qemu_img = "qemu-img"; // makes qcow2 writable layers
   // The guest agent (a static binary); empty: rundkit-agent next to the
   // running rundctl (or in its agent/ subdirectory, as the build puts it).
   std::string agent;
   Config cgroups;                       // lcgroupctl's backend and state dir
   std::string cgroup_parent = "rundctl"; // default parent of sandbox cgroups
   std::string accel = "auto";            // auto | tcg | kvm (template create)
+  unsigned tcg_tb_mib = 0; // TCG translation cache bound (QEMU tb-size); 0: QEMU's default
   std::string proc_root = "/proc";
 };
 
@@ -71,7 +73,15 @@ using Progress = std::function<void(const std::string &)>;
 
 struct TemplateRequest {
   std::string name;
-  std::string kernel;          // a PVH-bootable vmlinux (microvm)
+  // microvm: a PVH-bootable vmlinux, virtio over MMIO, no ACPI (the
+  // condensed guest kernel).  q35: a bzImage (or PVH vmlinux) with ACPI
+  // and virtio over PCI, as a distro guest kernel boots.
+  std::string machine = "microvm";
+  std::string kernel;
+  // A kernel with its drivers as modules: the directory with modules.load
+  // and the .ko files it names (scripts/build-distro-guest-kernel), put
+  // into the agent's initramfs.  Empty: the kernel needs none.
+  std::string modules;
   uint64_t memory_mib = 128;
   unsigned cpus = 1;
   uint64_t layer_bytes = 256ULL << 20; // the writable layer every clone gets
@@ -86,7 +96,9 @@ struct TemplateSummary {
   unsigned cpus = 0;
   uint64_t layer_bytes = 0;
   std::string accel;
+  std::string machine;
   std::string kernel;
+  std::string modules;
   uint64_t boot_ms = 0; // template create: QEMU start to the agent's hello
   uint64_t save_ms = 0;
   uint64_t state_bytes = 0;
@@ -106,6 +118,10 @@ struct StartRequest {
   std::vector<std::string> env{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
   std::string cwd = "/";
   bool cold = false; // boot the kernel instead of restoring the template
+  // The writable layer: a reflink clone of the template's layer image
+  // (rundkit's), or a qcow2 overlay backed by that image (made by qemu-img,
+  // as a plain QEMU set-up would have it).
+  std::string writable = "reflink";
   std::chrono::milliseconds agent_timeout{60000};
   // Called after each phase with the record so far (tests kill there).
   std::function<void(const std::string &phase)> on_phase;
@@ -142,6 +158,7 @@ struct SandboxRecord {
   std::optional<uint64_t> memory_bytes;
   std::optional<int64_t> pids;
   bool cold = false;
+  std::string writable = "reflink";
   std::string accel;
   PhaseTimes times;
   int guest_pid = 0;

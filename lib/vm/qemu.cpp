@@ -7,6 +7,7 @@
 namespace rundkit::vm {
 
 const char *to_string(Machine m) { return m == Machine::q35 ? "q35" : "microvm"; }
+const char *to_string(DiskFormat f) { return f == DiskFormat::qcow2 ? "qcow2" : "raw"; }
 const char *to_string(Accel a) { return a == Accel::kvm ? "kvm" : "tcg"; }
 
 Machine parse_machine(const std::string &s) {
@@ -25,10 +26,13 @@ Accel parse_accel(const std::string &s) {
   throw InputError(fmt::format("accelerator '{}': want tcg or kvm", s));
 }
 
-std::vector<std::string> accel_args(Accel a) {
+std::vector<std::string> accel_args(Accel a, unsigned tcg_tb_mib) {
   if (a == Accel::kvm)
     return {"-accel", "kvm", "-cpu", "host"};
-  return {"-accel", "tcg,thread=multi", "-cpu", "max"};
+  std::string tcg = "tcg,thread=multi";
+  if (tcg_tb_mib)
+    tcg += fmt::format(",tb-size={}", tcg_tb_mib);
+  return {"-accel", tcg, "-cpu", "max"};
 }
 
 std::string qemu_escape(const std::string &value) {
@@ -71,7 +75,7 @@ std::vector<std::string> qemu_argv(const QemuConfig &c) {
   if (c.ram_file)
     machine += ",memory-backend=ram";
   a.insert(a.end(), {"-machine", machine});
-  for (auto &s : accel_args(c.accel))
+  for (auto &s : accel_args(c.accel, c.tcg_tb_mib))
     a.push_back(std::move(s));
   a.push_back("-smp");
   a.push_back(c.max_cpus ? fmt::format("{},maxcpus={}", c.cpus, c.max_cpus)
@@ -135,7 +139,8 @@ std::vector<std::string> qemu_argv(const QemuConfig &c) {
     } else {
       throw InputError(fmt::format("QEMU config: disk {} has neither a path nor a descriptor", d.id));
     }
-    std::string drive = fmt::format("file={},format=raw,if=none,id={}", file, d.id);
+    std::string drive =
+        fmt::format("file={},format={},if=none,id={}", file, to_string(d.format), d.id);
     if (d.readonly)
       drive += ",readonly=on";
     if (d.direct)

@@ -27,8 +27,9 @@ Machine parse_machine(const std::string &s);
 Accel parse_accel(const std::string &s);
 
 // -accel and -cpu for an accelerator: KVM with the host's CPU, or
-// multi-threaded TCG with every feature it emulates.
-std::vector<std::string> accel_args(Accel a);
+// multi-threaded TCG with every feature it emulates (and, if not 0, a
+// translation cache of tcg_tb_mib MiB).
+std::vector<std::string> accel_args(Accel a, unsigned tcg_tb_mib = 0);
 
 // A UNIX socket QEMU listens on: a path it binds itself, or (preferred: no
 // connect race, no path left behind) a descriptor already bound and
@@ -58,7 +59,13 @@ struct VirtioSerialPort {
   ListenSocket socket;
 };
 
-// A raw virtio-blk disk: an image path QEMU opens, or an open descriptor
+// Image formats QEMU reads a disk in.  qcow2: an overlay whose backing
+// file (named in its header, opened by QEMU by that path) holds what the
+// overlay has not written.
+enum class DiskFormat { raw, qcow2 };
+const char *to_string(DiskFormat f);
+
+// A virtio-blk disk: an image path QEMU opens, or an open descriptor
 // passed in through -add-fd (the image path need not exist any more).
 struct Disk {
   std::string id;
@@ -71,6 +78,7 @@ struct Disk {
   int fdset = 0;    // 0: the disk's index + 1
   bool readonly = false;
   bool direct = false; // cache.direct=on (O_DIRECT: no host page cache)
+  DiskFormat format = DiskFormat::raw;
 };
 
 // A virtio-9p share (security_model=none).
@@ -98,6 +106,10 @@ struct QemuConfig {
   std::string binary = "qemu-system-x86_64";
   Machine machine = Machine::q35;
   Accel accel = Accel::tcg;
+  // TCG's translation cache in MiB (tb-size): QEMU's default is 1 GiB of
+  // address space, filled as the guest runs code, and every page of it is
+  // the QEMU's own anonymous memory; 0 leaves QEMU's default.
+  unsigned tcg_tb_mib = 0;
   unsigned cpus = 1;
   unsigned max_cpus = 0; // > cpus: vCPU hotplug slots
   uint64_t memory_mib = 256;

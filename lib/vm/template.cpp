@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <optional>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -126,14 +127,31 @@ uint64_t size_of_fd(int fd, const std::string &what) {
   return static_cast<uint64_t>(st.st_size);
 }
 
+// The size of the disk the guest sees: a raw image's length, a qcow2
+// overlay's virtual size (its header's big-endian u64 at byte 24, after
+// the magic "QFI\xfb", the version, the backing file's offset and length).
 uint64_t disk_size(const Disk &d) {
-  if (d.fd >= 0)
-    return size_of_fd(d.fd, fmt::format("disk {} (descriptor {})", d.id, d.fd));
-  int fd = ::open(d.path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    throw InputError(fmt::format("disk {} '{}': {}", d.id, d.path, std::strerror(errno)));
-  Fd f(fd, d.path);
-  return size_of_fd(f.get(), d.path);
+  std::string what = d.fd >= 0 ? fmt::format("disk {} (descriptor {})", d.id, d.fd) : d.path;
+  std::optional<Fd> own;
+  int fd = d.fd;
+  if (fd < 0) {
+    fd = ::open(d.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      throw InputError(fmt::format("disk {} '{}': {}", d.id, d.path, std::strerror(errno)));
+    own.emplace(fd, d.path);
+  }
+  if (d.format == DiskFormat::raw)
+    return size_of_fd(fd, what);
+  unsigned char h[32];
+  ssize_t n = ::pread(fd, h, sizeof h, 0);
+  if (n < 0)
+    throw Error("pread", what, errno);
+  if (n != static_cast<ssize_t>(sizeof h) || std::memcmp(h, "QFI\xfb", 4) != 0)
+    throw InputError(fmt::format("{}: not a qcow2 image (no QFI\\xfb header)", what));
+  uint64_t size = 0;
+  for (int i = 24; i < 32; ++i)
+    size = size << 8 | h[i];
+  return size;
 }
 
 const char *on_off(bool b) { return b ? "on" : "off"; }

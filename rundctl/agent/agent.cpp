@@ -7,6 +7,10 @@
 // A VM template is saved while this loop idles, and every clone resumes
 // here: nothing before the first request may depend on the VM's identity
 // (hostname, randomness, clock): `start` brings those.
+//
+// A guest kernel that has its drivers as modules (a distro kernel) gets
+// them in the initramfs: /modules/modules.load names them in load order,
+// and they are loaded before anything else.
 #include <fcntl.h>
 #include <linux/random.h>
 #include <linux/sched.h>
@@ -27,6 +31,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -48,6 +53,7 @@ constexpr const char *kPortName = "rundkit.agent";
 constexpr const char *kPort = "the agent port";
 constexpr const char *kCgroupRoot = "/sys/fs/cgroup";
 constexpr const char *kSandboxCgroup = "/sys/fs/cgroup/sandbox";
+constexpr const char *kModuleDir = "/modules";
 constexpr size_t kMaxOutput = 1u << 20; // per stream of an exec
 
 // An operation that failed, as the host sees it.
@@ -157,6 +163,7 @@ public:
     ::mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
     ::mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, nullptr);
     ::mount("cgroup2", kCgroupRoot, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+    load_modules();
     // SIGCHLD and SIGIO (virtio-serial: the host side connected or went
     // away) arrive through a signalfd in the poll loop.
     sigset_t set;
@@ -206,6 +213,25 @@ public:
   }
 
 private:
+  // Every module modules.load names, in its order (dependencies first, as
+  // the host resolved them).  One that does not load leaves a guest that
+  // cannot be served: said on the console, then the VM ends.
+  static void load_modules() {
+    std::ifstream list(std::string(kModuleDir) + "/modules.load");
+    std::string name;
+    while (std::getline(list, name)) {
+      if (name.empty())
+        continue;
+      std::string path = std::string(kModuleDir) + "/" + name;
+      int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || (::syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)) {
+        log_console("finit_module " + path + ": " + std::strerror(errno));
+        ::reboot(RB_AUTOBOOT);
+      }
+      ::close(fd);
+    }
+  }
+
   // /dev/vportNpM whose sysfs name is kPortName (no udev here to make the
   // /dev/virtio-ports/ links).
   static int open_port() {

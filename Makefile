@@ -10,7 +10,7 @@ export JOBS KSRC
 CXX_BUILD := build/cxx
 
 .PHONY: help deps host-kernel host-kernel-stock host-kernel-debug selftests \
-	selftests-stock selftests-debug guest-kernel guest-test cxx cxx-test check demo \
+	selftests-stock selftests-debug guest-kernel distro-guest-kernel guest-test cxx cxx-test check demo \
 	demo-kernel-pool \
 	check-series clean
 
@@ -23,6 +23,7 @@ help:
 	@echo "make host-kernel-stock  the same kernel without the series, for comparison"
 	@echo "make selftests          cgroup kselftests + test_lwcg on the patched kernel"
 	@echo "make guest-kernel       condensed sandbox guest kernel (vmlinux, bzImage)"
+	@echo "make distro-guest-kernel Debian's cloud kernel + the agent's modules (bench baseline)"
 	@echo "make guest-test         boot it on q35 and microvm, check every feature"
 	@echo "make check-series       checkpatch --strict and a build of every patch in turn"
 	@echo "make bench-guest        condensed guest kernel vs Debian cloud vs defconfig (table, chart)"
@@ -53,6 +54,9 @@ selftests-debug:
 
 guest-kernel:
 	scripts/build-guest-kernel
+
+distro-guest-kernel:
+	scripts/build-distro-guest-kernel
 
 guest-test: guest-kernel
 	scripts/vm-guest-kernel

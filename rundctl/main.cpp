@@ -218,6 +218,12 @@ int main(int argc, char **argv) {
   bdensity->add_option("--count", bo.counts, "idle sandboxes at once")
       ->delimiter(',')
       ->capture_default_str();
+  bdensity->add_option("--settle", bo.settle_s, "seconds the sandboxes idle before measuring")
+      ->check(CLI::Range(0, 600))
+      ->capture_default_str();
+  bdensity->add_option("--idle-window", bo.idle_window_s, "seconds of idle CPU measured")
+      ->check(CLI::Range(1, 600))
+      ->capture_default_str();
 
   // Everything after the first "--" is the command, taken as it is (CLI11
   // would still parse a "-c" there as an option of ours).

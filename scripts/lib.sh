@@ -52,29 +52,39 @@ ensure_distro_source() {
 	echo "$dest"
 }
 
-# ensure_cloud_kernel DIR: DIR/{bzImage,vmlinux} are Debian's current cloud
-# kernel (linux-image-cloud-amd64, the distro's slim guest kernel), DIR/root
-# the unpacked package (its modules), and DIR/package names it ("PACKAGE
-# VERSION").  The metapackage only depends on the real, versioned image
-# package, which is what is fetched with apt-get download: never installed.
-ensure_cloud_kernel() {
-	local dir=$1 pkg ver src deb
-	ensure_cmd apt-get apt
-	ensure_cmd dpkg-deb dpkg
-	# scripts/extract-vmlinux needs the decompressor of the cloud bzImage (LZ4).
-	ensure_cmd lz4 lz4
+# cloud_kernel_package: prints "PACKAGE VERSION" of Debian's current cloud
+# kernel (linux-image-cloud-amd64, the distro's slim guest kernel): the
+# metapackage only depends on the real, versioned image package, which is
+# what is fetched.  Dies unless it is a $KERNEL_VERSION kernel.
+cloud_kernel_package() {
+	local pkg ver
 	pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
 		sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n 1)
 	[ -n "$pkg" ] ||
 		die "apt-cache knows no linux-image-cloud-amd64 dependency (Debian main in sources.list? apt-get update?)"
 	ver=$(apt-cache policy "$pkg" | sed -n 's/^ *Candidate: //p')
 	[ -n "$ver" ] && [ "$ver" != "(none)" ] || die "apt-cache has no candidate version of $pkg"
-	# The comparison is within one kernel series: another release's cloud
+	# The comparisons are within one kernel series: another release's cloud
 	# kernel (another Debian suite) would not say what condensing did.
 	case "$ver" in
 	"$KERNEL_VERSION".*) ;;
 	*) die "$pkg is version $ver, not a $KERNEL_VERSION kernel: this Debian suite's cloud kernel does not match linux-source-$KERNEL_VERSION" ;;
 	esac
+	echo "$pkg $ver"
+}
+
+# ensure_cloud_kernel DIR: DIR/{bzImage,vmlinux} are Debian's current cloud
+# kernel (cloud_kernel_package), DIR/root the unpacked package (its
+# modules), and DIR/package names it ("PACKAGE VERSION").  Fetched with
+# apt-get download: never installed.
+ensure_cloud_kernel() {
+	local dir=$1 pkg ver pkgver src deb
+	ensure_cmd apt-get apt
+	ensure_cmd dpkg-deb dpkg
+	# scripts/extract-vmlinux needs the decompressor of the cloud bzImage (LZ4).
+	ensure_cmd lz4 lz4
+	pkgver=$(cloud_kernel_package)
+	read -r pkg ver <<<"$pkgver"
 	if [ -f "$dir/package" ] && [ "$(cat "$dir/package")" = "$pkg $ver" ] &&
 		[ -f "$dir/bzImage" ] && [ -f "$dir/vmlinux" ]; then
 		return

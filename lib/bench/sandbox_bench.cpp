@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -505,7 +506,7 @@ std::vector<DensityCell> run_density_bench(const SandboxBenchOptions &o) {
       }
       // Settled: the guests idle (a fixed pause is fine here: it is not on
       // any start path, and the figures are of idle sandboxes).
-      ::usleep(3000000);
+      std::this_thread::sleep_for(std::chrono::seconds(o.settle_s));
       std::vector<sandbox::SandboxStatus> st;
       for (const auto &name : names)
         st.push_back(w.rt().show(name));
@@ -527,12 +528,12 @@ std::vector<DensityCell> run_density_bench(const SandboxBenchOptions &o) {
       c.other_mib /= k;
       c.mem_available_drop_mib =
           (static_cast<double>(avail0) - static_cast<double>(mem_available_kib())) / 1024 / k;
-      // CPU of all N idle sandboxes over 5 s.
+      // CPU of all N idle sandboxes over the idle window.
       double cpu0 = 0, cpu1 = 0;
       for (const auto &s : st)
         cpu0 += cgroup_cpu_ms(s.record.cgroups);
       auto t0 = Clock::now();
-      ::usleep(5000000);
+      std::this_thread::sleep_for(std::chrono::seconds(o.idle_window_s));
       for (const auto &s : st)
         cpu1 += cgroup_cpu_ms(s.record.cgroups);
       double secs = std::chrono::duration<double>(Clock::now() - t0).count();

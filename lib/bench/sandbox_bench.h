@@ -47,6 +47,8 @@ struct SandboxBenchOptions {
   std::vector<int> concurrency = {1, 5, 10, 20}; // start
   std::vector<int> counts = {1, 10, 50, 100};     // density
   int rounds = 3;
+  int settle_s = 3;      // density: idle time before measuring
+  int idle_window_s = 5; // density: the window idle CPU is measured over
   std::string kernel; // the condensed guest vmlinux
   // baseline and distro-kernel: bzImage and modules/ (with modules.load),
   // as scripts/build-distro-guest-kernel makes them.
@@ -82,7 +84,7 @@ struct DensityCell {
   double qemu_anon_mib = 0;      // anonymous: heap, TCG translation cache
   double other_mib = 0;          // the binary, libraries, stacks
   double mem_available_drop_mib = 0; // MemAvailable before - after, / count
-  double idle_cpu_percent = 0;   // of one CPU, all N together, over 5 s
+  double idle_cpu_percent = 0;   // of one CPU, all N together, over the idle window
   double exec_p50_ms = 0, exec_p99_ms = 0;
   size_t failed = 0;      // sandboxes that did not start
   size_t exec_failed = 0; // of the 10 execs

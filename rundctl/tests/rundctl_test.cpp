@@ -4,7 +4,9 @@
 //
 // Needs root, RUNDKIT_TEST_GUEST_KERNEL_DIR (vmlinux and bzImage, as
 // scripts/build-guest-kernel leaves them) and busybox-static; skipped
-// otherwise.  One template is made once and shared by every test.
+// otherwise.  One template is made once and shared by every test.  The
+// distro kernel's tests also need RUNDKIT_TEST_DISTRO_KERNEL_DIR (bzImage
+// and modules/, as scripts/build-distro-guest-kernel leaves them).
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -64,6 +66,7 @@ std::string make_dir(const std::string &tmpl) {
 struct Env {
   std::string skip;
   std::string kernel_dir;
+  std::string distro_dir; // empty: the distro kernel's tests skip
   std::string state, cgstate, parent, layers_root, base, func;
   std::unique_ptr<ScratchFs> xfs;
   std::string template_name = "t1";
@@ -109,6 +112,9 @@ struct Env {
       return;
     }
     kernel_dir = k;
+    if (const char *dk = std::getenv("RUNDKIT_TEST_DISTRO_KERNEL_DIR");
+        dk && *dk && fs::exists(std::string(dk) + "/modules/modules.load"))
+      distro_dir = dk;
     state = make_dir("/dev/shm/rundctl-test.XXXXXX");
     cgstate = make_dir("/dev/shm/rundctl-test-cg.XXXXXX");
     parent = fmt::format("rundctl-test-{}", ::getpid());
@@ -172,6 +178,19 @@ Env &env() {
     if (!env().skip.empty())                                                                       \
       GTEST_SKIP() << env().skip;                                                                  \
   } while (0)
+
+#define NEED_DISTRO_KERNEL()                                                                       \
+  do {                                                                                             \
+    NEED_ENV();                                                                                    \
+    if (env().distro_dir.empty())                                                                  \
+      GTEST_SKIP() << "RUNDKIT_TEST_DISTRO_KERNEL_DIR does not name a directory with "             \
+                      "modules/modules.load (scripts/build-distro-guest-kernel)";                  \
+  } while (0)
+
+std::string accel_for_tests() {
+  const char *accel = std::getenv("RUNDKIT_ACCEL");
+  return accel && *accel ? accel : "tcg";
+}
 
 // What a sandbox can leave on the host, all of which must be gone after
 // stop or gc.
@@ -510,6 +529,98 @@ TEST(Sandbox, ColdStartBootsTheKernel) {
   EXPECT_NOTHING_LEFT();
 }
 
+// The baseline's writable disk: a qcow2 overlay whose writes stay in the
+// overlay (a nameless file, gone with its QEMU); the template's image it
+// is backed by never changes.
+TEST(Sandbox, Qcow2WritableLayerLeavesTheTemplateImageAsItWas) {
+  NEED_ENV();
+  auto &e = env();
+  std::string image = e.xfs->mountpoint() + "/" + e.template_name + ".ext4";
+  std::string before = vm::file_sha256(image);
+  auto a = e.start_args("q1");
+  a.insert(a.begin() + 3, {"--writable", "qcow2"});
+  Result r = e.rundctl(a);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(r.json()["writable"], "qcow2") << r.out;
+  Result w = e.rundctl({"sandbox", "exec", "q1", "--", "/bin/sh", "-c",
+                        "dd if=/dev/zero of=/tmp/blob bs=1M count=4 2>/dev/null && sync && "
+                        "echo written > /tmp/marker && sync && cat /tmp/marker"});
+  ASSERT_EQ(w.code, 0) << w.out << w.err;
+  EXPECT_EQ(w.json()["stdout"], "written\n") << w.out;
+  Result shown = e.rundctl({"sandbox", "show", "q1"});
+  EXPECT_EQ(shown.json()["writable"], "qcow2") << shown.out;
+  EXPECT_EQ(e.rundctl({"sandbox", "stop", "q1"}).code, 0);
+  EXPECT_EQ(vm::file_sha256(image), before) << "the overlay's writes reached its backing image";
+  EXPECT_NOTHING_LEFT();
+}
+
+// Debian's cloud kernel on q35 with ACPI: the agent loads the modules it
+// needs from its initramfs; clones and cold boots both run the command.
+TEST(Template, DistroKernelOnQ35LoadsItsModules) {
+  NEED_DISTRO_KERNEL();
+  auto &e = env();
+  Result c = e.rundctl({"template", "create", "td", "--machine", "q35", "--kernel",
+                        e.distro_dir + "/bzImage", "--modules", e.distro_dir + "/modules",
+                        "--memory", "128M", "--layer-size", "32M", "--accel", accel_for_tests()});
+  ASSERT_EQ(c.code, 0) << c.out << c.err;
+  EXPECT_EQ(c.json()["machine"], "q35") << c.out;
+  for (const auto &[name, extra] :
+       std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"dk-clone", {}}, {"dk-cold", {"--cold", "--writable", "qcow2"}}}) {
+    std::vector<std::string> a = {"sandbox", "start", name, "--template", "td", "--rootfs",
+                                  e.base, "--cgroup-parent", e.parent};
+    a.insert(a.end(), extra.begin(), extra.end());
+    a.insert(a.end(), {"--", "/bin/sleep", "100000"});
+    Result s = e.rundctl(a);
+    ASSERT_EQ(s.code, 0) << name << ": " << s.out << s.err;
+    Result m = e.rundctl({"sandbox", "exec", name, "--", "/bin/cat", "/proc/modules"});
+    ASSERT_EQ(m.code, 0) << m.out;
+    std::string mods = m.json()["stdout"].get<std::string>();
+    for (const char *mod : {"9p ", "9pnet_virtio ", "virtio_blk ", "virtio_console ", "overlay "})
+      EXPECT_NE(mods.find(mod), std::string::npos) << name << ": no " << mod << " in\n" << mods;
+    Result h = e.rundctl({"sandbox", "exec", name, "--", "/bin/hostname"});
+    EXPECT_EQ(h.json()["stdout"], name + "\n") << h.out;
+    EXPECT_EQ(e.rundctl({"sandbox", "stop", name}).code, 0);
+  }
+  EXPECT_EQ(e.rundctl({"template", "remove", "td"}).code, 0);
+  EXPECT_NOTHING_LEFT();
+}
+
+TEST(Template, BadMachineKernelOrModulesAreRefusedAndLeaveNothing) {
+  NEED_ENV();
+  auto &e = env();
+  std::string dir = make_dir("/tmp/rundctl-test-bad.XXXXXX");
+  Env::write_file_new(dir + "/notakernel", "just text\n");
+  fs::create_directories(dir + "/gone");
+  Env::write_file_new(dir + "/gone/modules.load", "gone.ko\n");
+  auto refused = [&](std::vector<std::string> args, int code, const std::string &says) {
+    std::vector<std::string> a = {"template", "create", "tb"};
+    a.insert(a.end(), args.begin(), args.end());
+    a.insert(a.end(), {"--layer-size", "32M", "--accel", accel_for_tests()});
+    Result r = e.rundctl(a);
+    EXPECT_EQ(r.code, code) << fmt::format("{}", fmt::join(args, " ")) << "\n" << r.out << r.err;
+    EXPECT_NE(r.out.find(says), std::string::npos)
+        << fmt::format("{}", fmt::join(args, " ")) << " said " << r.out;
+    EXPECT_FALSE(fs::exists(e.state + "/templates/tb"));
+    EXPECT_FALSE(fs::exists(e.xfs->mountpoint() + "/tb.ext4"));
+    EXPECT_FALSE(fs::exists(e.xfs->mountpoint() + "/tb.ext4.owner"));
+  };
+  refused({"--machine", "pc", "--kernel", e.kernel_dir + "/vmlinux"}, 2, "machine 'pc'");
+  refused({"--kernel", e.kernel_dir + "/bzImage"}, 2, "not a bzImage");
+  refused({"--machine", "q35", "--kernel", dir + "/notakernel"}, 2,
+          "neither a bzImage nor an ELF vmlinux");
+  refused({"--kernel", e.kernel_dir + "/vmlinux", "--modules", dir + "/none"}, 2,
+          "no modules.load");
+  refused({"--kernel", e.kernel_dir + "/vmlinux", "--modules", dir + "/gone"}, 1, "gone.ko");
+  auto a = e.start_args("bad");
+  a.insert(a.begin() + 3, {"--writable", "overlayfs"});
+  Result r = e.rundctl(a);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("reflink or qcow2"), std::string::npos) << r.out;
+  fs::remove_all(dir);
+  EXPECT_NOTHING_LEFT();
+}
+
 // kill -9 of rundctl anywhere in start or stop: gc leaves nothing.  The
 // kill times are spread over how long a start and a stop take here.
 TEST(Sandbox, KilledAnywhereThenGcLeavesNothing) {
@@ -689,12 +800,20 @@ TEST(Bench, StartAndDensitySmokeRun) {
   auto &e = env();
   const char *accel = std::getenv("RUNDKIT_ACCEL");
   std::string a = accel && *accel ? accel : "tcg";
-  Result start = e.rundctl({"bench", "start", "--kernel", e.kernel_dir + "/vmlinux",
-                            "--concurrency", "1", "--rounds", "1", "--cgroup-parent",
-                            e.parent + "-bench", "--accel", a});
+  // Every mode, the distro kernel's two when it is there.
+  std::vector<std::string> modes = {"rundkit", "no-template", "qcow2-layer", "no-pool"};
+  if (!e.distro_dir.empty())
+    modes.insert(modes.end(), {"baseline", "distro-kernel"});
+  std::vector<std::string> args = {"bench", "start", "--kernel", e.kernel_dir + "/vmlinux",
+                                   "--modes", fmt::format("{}", fmt::join(modes, ",")),
+                                   "--concurrency", "1", "--rounds", "1", "--cgroup-parent",
+                                   e.parent + "-bench", "--accel", a};
+  if (!e.distro_dir.empty())
+    args.insert(args.end(), {"--distro-kernel", e.distro_dir});
+  Result start = e.rundctl(args);
   ASSERT_EQ(start.code, 0) << start.out << start.err;
   auto cells = start.json();
-  ASSERT_EQ(cells.size(), 3u) << start.out;
+  ASSERT_EQ(cells.size(), modes.size()) << start.out;
   for (const auto &c : cells) {
     EXPECT_EQ(c["samples"], 1) << c;
     EXPECT_EQ(c["failed"], 0) << c;
@@ -703,18 +822,27 @@ TEST(Bench, StartAndDensitySmokeRun) {
     EXPECT_LE(c["phase_p50_ms"]["restore"].get<double>(), c["phase_p50_ms"]["running"].get<double>())
         << c;
   }
-  EXPECT_EQ(cells[0]["pool_hits"], 1) << "rundkit's start did not come from the pool";
-  EXPECT_EQ(cells[2]["pool_hits"], 0) << "no-pool drew from a pool";
-  Result density = e.rundctl({"bench", "density", "--kernel", e.kernel_dir + "/vmlinux",
-                              "--count", "3", "--modes", "rundkit", "--cgroup-parent",
-                              e.parent + "-bench", "--accel", a});
+  for (const auto &c : cells) {
+    bool pooled = c["mode"] != "no-pool" && c["mode"] != "baseline";
+    EXPECT_EQ(c["pool_hits"], pooled ? 1 : 0) << c;
+  }
+  std::vector<std::string> dargs = {"bench", "density", "--kernel", e.kernel_dir + "/vmlinux",
+                                    "--count", "3", "--modes",
+                                    e.distro_dir.empty() ? "rundkit" : "rundkit,baseline",
+                                    "--settle", "1", "--idle-window", "1", "--cgroup-parent",
+                                    e.parent + "-bench", "--accel", a};
+  if (!e.distro_dir.empty())
+    dargs.insert(dargs.end(), {"--distro-kernel", e.distro_dir});
+  Result density = e.rundctl(dargs);
   ASSERT_EQ(density.code, 0) << density.out << density.err;
   auto d = density.json();
-  ASSERT_EQ(d.size(), 1u);
-  EXPECT_EQ(d[0]["failed"], 0);
-  EXPECT_EQ(d[0]["exec_failed"], 0);
-  EXPECT_GT(d[0]["pss_mib"].get<double>(), 0);
-  EXPECT_LT(d[0]["exec_p99_ms"].get<double>(), 5000);
+  ASSERT_EQ(d.size(), e.distro_dir.empty() ? 1u : 2u) << density.out;
+  for (const auto &c : d) {
+    EXPECT_EQ(c["failed"], 0) << c;
+    EXPECT_EQ(c["exec_failed"], 0) << c;
+    EXPECT_GT(c["pss_mib"].get<double>(), 0) << c;
+    EXPECT_LT(c["exec_p99_ms"].get<double>(), 5000) << c;
+  }
   EXPECT_NOTHING_LEFT();
   for (const auto &m : read_mount_table()) {
     if (m.fstype == "cgroup" || m.fstype == "cgroup2") {

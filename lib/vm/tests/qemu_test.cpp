@@ -1,6 +1,8 @@
 // The command line of each profile in use, string for string.
 #include "vm/qemu.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 
 #include "util/error.h"
@@ -119,6 +121,33 @@ TEST(QemuArgv, SandboxClone) {
                   "virtio-9p-device,fsdev=ro,mount_tag=rootfs", "-chardev",
                   "socket,id=qmp,fd=5,server=on,wait=off", "-mon", "chardev=qmp,mode=control",
                   "-S", "-incoming", "defer"}));
+}
+
+TEST(QemuArgv, Qcow2DiskAndBoundedTranslationCache) {
+  // The baseline's writable disk (a qcow2 overlay on a descriptor) and a
+  // TCG whose translation cache is bounded; KVM has none to bound.
+  QemuConfig c;
+  c.machine = Machine::q35;
+  c.tcg_tb_mib = 16;
+  c.kernel = "/g/bzImage";
+  Disk layer;
+  layer.id = "layer";
+  layer.fd = 9;
+  layer.format = DiskFormat::qcow2;
+  c.disks = {layer};
+  Argv a = qemu_argv(c);
+  auto has = [&](const std::string &opt, const std::string &value) {
+    for (size_t i = 0; i + 1 < a.size(); ++i)
+      if (a[i] == opt && a[i + 1] == value)
+        return true;
+    return false;
+  };
+  EXPECT_TRUE(has("-accel", "tcg,thread=multi,tb-size=16")) << fmt::format("{}", fmt::join(a, " "));
+  EXPECT_TRUE(has("-drive", "file=/dev/fdset/1,format=qcow2,if=none,id=layer"))
+      << fmt::format("{}", fmt::join(a, " "));
+  c.accel = Accel::kvm;
+  a = qemu_argv(c);
+  EXPECT_TRUE(has("-accel", "kvm")) << fmt::format("{}", fmt::join(a, " "));
 }
 
 TEST(QemuArgv, SerialStdioPidfileAndExtra) {

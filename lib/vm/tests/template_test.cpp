@@ -727,6 +727,17 @@ TEST(TemplateRecordTest, MismatchesAreNamedBeforeQemuStarts) {
   put_file(small, "tiny");
   m.disks[0].path = small;
   refused(m, {"virtio-blk 'disk' (size=16777216 readonly=off)", "(size=4 readonly=off)"});
+  // A qcow2 overlay is the size its header says, not its file's length.
+  {
+    std::string overlay = d + "/overlay.qcow2";
+    run_capture({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", disk, overlay});
+    m = c;
+    m.disks[0].path = overlay;
+    m.disks[0].format = DiskFormat::qcow2;
+    EXPECT_TRUE(t.mismatches(m).empty()) << fmt::format("{}", fmt::join(t.mismatches(m), "; "));
+    m.disks[0].path = small;
+    refused(m, {"not a qcow2 image"});
+  }
   // The kernel file's contents, changed in place.
   {
     Fd k = Fd::open(kernel, O_WRONLY);

@@ -272,6 +272,7 @@ struct StartSample {
   double cpu_ms = 0;
   bool hit = false;
   bool ok = false;
+  std::string error; // when not ok
 };
 
 // N starts released together, each in its own forked process.
@@ -340,13 +341,15 @@ std::vector<StartSample> start_round(Workspace &w, const std::string &mode, int 
       if (j["ok"].get<bool>()) {
         auto rec = sandbox::sandbox_record_from_json(j["record"], results[i]);
         s = {ms, rec.times, j["self_cpu_ms"].get<double>() + j["cgroup_cpu_ms"].get<double>(),
-             rec.pool_hit, true};
+             rec.pool_hit, true, {}};
       } else {
-        w.say(fmt::format("{} failed: {}", names[i], j.value("error", std::string())));
+        s.error = fmt::format("{} failed: {}", names[i], j.value("error", std::string()));
       }
     } catch (const std::exception &e) {
-      w.say(fmt::format("{}: no result ({})", names[i], e.what()));
+      s.error = fmt::format("{}: no result ({})", names[i], e.what());
     }
+    if (!s.ok)
+      w.say(s.error);
     out.push_back(s);
   }
   for (const auto &name : names) {
@@ -427,6 +430,7 @@ std::vector<StartCell> run_start_bench(const SandboxBenchOptions &o) {
       std::vector<double> total, cgroup, layer, view, spawn, restore, agent, cpu;
       double wall = 0;
       size_t hits = 0, failed = 0;
+      std::vector<std::string> errors;
       for (int r = 0; r < o.rounds; ++r) {
         w.say(fmt::format("start: {} x{} round {}/{}", mode, n, r + 1, o.rounds));
         w.pool(choices_of(mode).pool ? static_cast<size_t>(n) : 0);
@@ -434,6 +438,7 @@ std::vector<StartCell> run_start_bench(const SandboxBenchOptions &o) {
         for (const auto &s : start_round(w, mode, n, r, wall_s)) {
           if (!s.ok) {
             ++failed;
+            errors.push_back(s.error);
             continue;
           }
           total.push_back(s.total_ms);
@@ -463,6 +468,7 @@ std::vector<StartCell> run_start_bench(const SandboxBenchOptions &o) {
       c.cpu_ms_per_start = cpu.empty() ? 0 : cpu_sum / static_cast<double>(cpu.size());
       c.pool_hits = hits;
       c.failed = failed;
+      c.errors = std::move(errors);
       cells.push_back(c);
     }
   }
@@ -501,7 +507,8 @@ std::vector<DensityCell> run_density_bench(const SandboxBenchOptions &o) {
           names.push_back(name);
         } catch (const std::exception &e) {
           ++c.failed;
-          w.say(fmt::format("{} failed: {}", name, e.what()));
+          c.errors.push_back(fmt::format("{} failed: {}", name, e.what()));
+          w.say(c.errors.back());
         }
       }
       // Settled: the guests idle (a fixed pause is fine here: it is not on
@@ -549,7 +556,9 @@ std::vector<DensityCell> run_density_bench(const SandboxBenchOptions &o) {
                 std::chrono::duration<double, std::milli>(Clock::now() - e0).count());
           } catch (const std::exception &e) {
             ++c.exec_failed; // the cell is reported with it, the run goes on
-            w.say(fmt::format("exec into {} failed: {}", names.front(), e.what()));
+            c.errors.push_back(fmt::format("exec {} into {} failed: {}", i + 1, names.front(),
+                                           e.what()));
+            w.say(c.errors.back());
           }
         }
       c.exec_p50_ms = percentile(exec_ms, 0.5);
@@ -561,6 +570,19 @@ std::vector<DensityCell> run_density_bench(const SandboxBenchOptions &o) {
   }
   return cells;
 }
+
+namespace {
+
+// What failed, under the table: a benchmark that lost a sample says why.
+template <typename Cell> std::string format_errors(const std::vector<Cell> &cells) {
+  std::string s;
+  for (const auto &c : cells)
+    for (const auto &e : c.errors)
+      s += "error: " + e + "\n";
+  return s;
+}
+
+} // namespace
 
 std::string format_start_table(const std::vector<StartCell> &cells) {
   std::string s = fmt::format("{:<13} {:>4} {:>5} {:>9} {:>9} {:>9} {:>8} | {:>7} {:>7} {:>7} "
@@ -577,6 +599,7 @@ std::string format_start_table(const std::vector<StartCell> &cells) {
                      c.cpu_ms_per_start, c.pool_hits);
   s += "(phase columns: p50 of each phase's end, ms from the sandbox's own start; cpu ms: the "
        "sandbox cgroup's CPU up to running plus the starting process's own)\n";
+  s += format_errors(cells);
   return s;
 }
 
@@ -594,6 +617,7 @@ std::string format_density_table(const std::vector<DensityCell> &cells) {
   s += "(per sandbox, MiB: PSS of its QEMU = guest pages it wrote + its share of template pages "
        "+ QEMU anon (heap, TCG translation cache; and all guest RAM in no-template) + other; "
        "idle %: of one CPU, all N together)\n";
+  s += format_errors(cells);
   return s;
 }
 
@@ -616,7 +640,8 @@ nlohmann::json to_json(const std::vector<StartCell> &cells) {
                    {"running", c.agent_ms}}},
                  {"cpu_ms_per_start", c.cpu_ms_per_start},
                  {"pool_hits", c.pool_hits},
-                 {"failed", c.failed}});
+                 {"failed", c.failed},
+                 {"errors", c.errors}});
   return j;
 }
 
@@ -635,6 +660,7 @@ nlohmann::json to_json(const std::vector<DensityCell> &cells) {
                  {"exec_p50_ms", c.exec_p50_ms},
                  {"exec_p99_ms", c.exec_p99_ms},
                  {"exec_failed", c.exec_failed},
+                 {"errors", c.errors},
                  {"failed", c.failed}});
   return j;
 }

@@ -73,6 +73,7 @@ struct StartCell {
   double cpu_ms_per_start = 0;
   size_t pool_hits = 0;
   size_t failed = 0;
+  std::vector<std::string> errors; // one per failed start: which, and why
 };
 
 struct DensityCell {
@@ -88,6 +89,7 @@ struct DensityCell {
   double exec_p50_ms = 0, exec_p99_ms = 0;
   size_t failed = 0;      // sandboxes that did not start
   size_t exec_failed = 0; // of the 10 execs
+  std::vector<std::string> errors; // one per failed start or exec
 };
 
 std::vector<StartCell> run_start_bench(const SandboxBenchOptions &o);

@@ -236,6 +236,35 @@ Fd make_qcow2_overlay(const RuntimeOptions &o, const std::string &backing) {
   return overlay;
 }
 
+// The last lines of a guest's console file, joined with " | " (at most
+// 500 characters); empty if there is none or nothing in it.
+std::string console_tail(const std::string &path) {
+  std::string text;
+  try {
+    text = read_file(path);
+  } catch (const Error &) {
+    return "";
+  }
+  std::vector<std::string> lines;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    pos = nl == std::string::npos ? text.size() : nl + 1;
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' '))
+      line.pop_back();
+    if (!line.empty())
+      lines.push_back(line);
+  }
+  size_t first = lines.size() > 3 ? lines.size() - 3 : 0;
+  std::string out;
+  for (size_t i = first; i < lines.size(); ++i)
+    out += (out.empty() ? "" : " | ") + lines[i];
+  if (out.size() > 500)
+    out = "..." + out.substr(out.size() - 497);
+  return out;
+}
+
 std::string agent_binary(const RuntimeOptions &o) {
   if (!o.agent.empty()) {
     if (::access(o.agent.c_str(), R_OK) < 0)
@@ -709,6 +738,20 @@ TemplateSummary Runtime::create_template(const TemplateRequest &req, const Progr
     b.vm().stop(milliseconds(5000));
     if (::renameat2(AT_FDCWD, stage.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_NOREPLACE) < 0)
       throw Error("rename", final_dir, errno);
+  } catch (const std::exception &e) {
+    // What the guest said before it failed, from the console file that is
+    // about to go with the staging directory.
+    std::string console = console_tail(stage + "/console.log");
+    std::error_code ec;
+    fs::remove_all(stage, ec);
+    if (image_made) {
+      fs::remove(image, ec);
+      fs::remove(template_sidecar_path(image), ec);
+    }
+    fs::remove(owner_file, ec);
+    if (!console.empty() && !dynamic_cast<const InputError *>(&e))
+      throw Error(fmt::format("{} (guest console: {})", e.what(), console));
+    throw;
   } catch (...) {
     std::error_code ec;
     fs::remove_all(stage, ec);
@@ -981,12 +1024,17 @@ SandboxRecord Runtime::start(const StartRequest &req) {
     impl_->write_record(dir, rec);
     vmm->detach(); // QEMU runs on; its pidfd closes with us
     phase("running");
-  } catch (...) {
+  } catch (const std::exception &e) {
+    // A guest that died or never answered says why on its console; the
+    // file goes with the teardown, so its last lines go into the error.
+    std::string console = rec.qemu ? console_tail(dir + "/console.log") : "";
     try {
       impl_->teardown(req.name, rec, milliseconds(0), false);
     } catch (const std::exception &) {
       // The "starting" record stays: gc finishes once we are gone.
     }
+    if (!console.empty() && !dynamic_cast<const InputError *>(&e))
+      throw Error(fmt::format("{} (guest console: {})", e.what(), console));
     throw;
   }
   return rec;

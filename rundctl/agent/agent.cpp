@@ -175,9 +175,11 @@ public:
     sigfd_ = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     for (int tries = 0; (port_ = open_port()) < 0; ++tries) {
       // The port's name comes from the host in a control message just
-      // after the device probes: there within milliseconds; a guest
-      // without it cannot be served at all.
-      if (tries == 250) {
+      // after the device probes: there within milliseconds on an idle
+      // host, but QEMU's I/O thread answers it, and with tens of guests
+      // booting on two cores that can take seconds.  A guest without it
+      // cannot be served at all: after 30 s it gives up.
+      if (tries == 7500) {
         log_console(std::string("no virtio-serial port named ") + kPortName);
         ::reboot(RB_AUTOBOOT);
       }

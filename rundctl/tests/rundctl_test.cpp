@@ -612,6 +612,15 @@ TEST(Template, BadMachineKernelOrModulesAreRefusedAndLeaveNothing) {
   refused({"--kernel", e.kernel_dir + "/vmlinux", "--modules", dir + "/none"}, 2,
           "no modules.load");
   refused({"--kernel", e.kernel_dir + "/vmlinux", "--modules", dir + "/gone"}, 1, "gone.ko");
+  // A module the guest cannot load: the agent says so on the console and
+  // ends the VM; the error carries the console's last lines.
+  fs::create_directories(dir + "/bad");
+  Env::write_file_new(dir + "/bad/modules.load", "bogus.ko\n");
+  Env::write_file_new(dir + "/bad/bogus.ko", "not an ELF module\n");
+  refused({"--kernel", e.kernel_dir + "/vmlinux", "--modules", dir + "/bad"}, 1,
+          "guest console: ");
+  refused({"--kernel", e.kernel_dir + "/vmlinux", "--modules", dir + "/bad"}, 1,
+          "finit_module /modules/bogus.ko");
   auto a = e.start_args("bad");
   a.insert(a.begin() + 3, {"--writable", "overlayfs"});
   Result r = e.rundctl(a);

@@ -265,6 +265,14 @@ std::string console_tail(const std::string &path) {
   return out;
 }
 
+// Rethrows the exception being handled, `e`; a failure of the guest (not
+// of the input) with what its console said added to the message.
+[[noreturn]] void rethrow_with_console(const std::exception &e, const std::string &console) {
+  if (!console.empty() && !dynamic_cast<const InputError *>(&e))
+    throw Error(fmt::format("{} (guest console: {})", e.what(), console));
+  throw;
+}
+
 std::string agent_binary(const RuntimeOptions &o) {
   if (!o.agent.empty()) {
     if (::access(o.agent.c_str(), R_OK) < 0)
@@ -749,18 +757,7 @@ TemplateSummary Runtime::create_template(const TemplateRequest &req, const Progr
       fs::remove(template_sidecar_path(image), ec);
     }
     fs::remove(owner_file, ec);
-    if (!console.empty() && !dynamic_cast<const InputError *>(&e))
-      throw Error(fmt::format("{} (guest console: {})", e.what(), console));
-    throw;
-  } catch (...) {
-    std::error_code ec;
-    fs::remove_all(stage, ec);
-    if (image_made) {
-      fs::remove(image, ec);
-      fs::remove(template_sidecar_path(image), ec);
-    }
-    fs::remove(owner_file, ec);
-    throw;
+    rethrow_with_console(e, console);
   }
   return impl_->summary(req.name);
 }
@@ -1033,9 +1030,7 @@ SandboxRecord Runtime::start(const StartRequest &req) {
     } catch (const std::exception &) {
       // The "starting" record stays: gc finishes once we are gone.
     }
-    if (!console.empty() && !dynamic_cast<const InputError *>(&e))
-      throw Error(fmt::format("{} (guest console: {})", e.what(), console));
-    throw;
+    rethrow_with_console(e, console);
   }
   return rec;
 }

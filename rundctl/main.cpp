@@ -14,6 +14,7 @@
 #include "bench/sandbox_bench.h"
 #include "cgroup/limits.h"
 #include "sandbox/runtime.h"
+#include "storage/oci_image.h"
 #include "util/cli.h"
 #include "util/error.h"
 #include "util/units.h"
@@ -93,6 +94,35 @@ std::chrono::milliseconds parse_ms(const std::string &text, const char *what) {
 
 } // namespace
 
+nlohmann::json to_json(const OciImage &i) {
+  nlohmann::json j = {{"name", i.name},         {"manifest", i.manifest_digest},
+                      {"config", i.config_digest}, {"layers", i.layers},
+                      {"layer_digests", i.layer_digests}, {"entrypoint", i.entrypoint},
+                      {"cmd", i.cmd},           {"env", i.env},
+                      {"cwd", i.cwd}};
+  if (!i.notes.empty() || i.layers_unpacked || i.layers_reused) {
+    j["notes"] = i.notes;
+    j["layers_unpacked"] = i.layers_unpacked;
+    j["layers_reused"] = i.layers_reused;
+  }
+  return j;
+}
+
+std::string text_of(const OciImage &i) {
+  std::string s = fmt::format("image {}: manifest {}\n", i.name, i.manifest_digest);
+  if (i.layers_unpacked || i.layers_reused)
+    s += fmt::format("  {} layer(s) unpacked, {} already in the store\n", i.layers_unpacked,
+                     i.layers_reused);
+  for (size_t k = 0; k < i.layers.size(); ++k)
+    s += fmt::format("  layer {} {}\n", k + 1, i.layers[k]);
+  std::vector<std::string> cmd = i.entrypoint;
+  cmd.insert(cmd.end(), i.cmd.begin(), i.cmd.end());
+  s += fmt::format("  command [{}]  cwd {}\n", fmt::join(cmd, " "), i.cwd.empty() ? "/" : i.cwd);
+  for (const auto &n : i.notes)
+    s += "  note: " + n + "\n";
+  return s;
+}
+
 int main(int argc, char **argv) {
   CLI::App app{"rundctl: microVM sandboxes from VM templates, pooled cgroups, reflink layers\n"
                "usage: rundctl [OPTIONS] OBJECT VERB ...; see Documentation/rundctl.md"};
@@ -111,6 +141,9 @@ int main(int argc, char **argv) {
       ->check(CLI::Range(0u, 4096u))
       ->capture_default_str();
   app.add_option("--agent", ro.agent, "the guest agent binary (default: next to rundctl)");
+  std::string image_dir = "/var/lib/rundctl/images";
+  app.add_option("--image-dir", image_dir, "the OCI image store (rundctl image import)")
+      ->capture_default_str();
   app.add_option("--cgroup-state-dir", ro.cgroups.state_dir, "lcgroupctl's state directory")
       ->capture_default_str();
   app.add_option("--backend", ro.cgroups.backend, "cgroup backend: auto, v1, v2, kernel-pool")
@@ -155,10 +188,13 @@ int main(int argc, char **argv) {
   start->add_option("--template", sreq.template_name, "template to restore")->required();
   // One value per --rootfs/--env: a vector option would otherwise swallow
   // the words up to "--" and leave the command's own flags unexpected.
+  std::string image_name;
+  start->add_option("--image", image_name,
+                    "an imported OCI image: its layers (below any --rootfs), command, env, cwd");
   start->add_option("--rootfs", sreq.layers, "image layer directory, bottom first (repeat)")
-      ->required()
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  bool cwd_given = false;
   start->add_option("--cpus", cpus, "CPU time in CPUs (<= the template's vCPUs)");
   start->add_option("--memory", smemory, "guest memory: must be the template's");
   start->add_option("--pids", pids, "task limit inside the guest");
@@ -166,7 +202,9 @@ int main(int argc, char **argv) {
   start->add_option("--env", env, "KEY=VALUE for the command (repeat)")
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  start->add_option("--cwd", sreq.cwd, "the command's working directory")->capture_default_str();
+  start->add_option("--cwd", sreq.cwd, "the command's working directory")
+      ->capture_default_str()
+      ->each([&](const std::string &) { cwd_given = true; });
   start->add_flag("--cold", sreq.cold, "boot the kernel instead of restoring the template");
   start->add_option("--writable", sreq.writable,
                     "writable layer: reflink (clone of the template's image) or qcow2 (overlay)")
@@ -187,6 +225,18 @@ int main(int argc, char **argv) {
   sshow->add_option("NAME", name, "sandbox name")->required();
 
   auto *gc = app.add_subcommand("gc", "remove what killed or crashed runs left behind");
+
+  // image
+  auto *image = app.add_subcommand("image", "OCI images: layers for sandboxes");
+  image->require_subcommand(1);
+  OciImportOptions iopt;
+  auto *iimport = image->add_subcommand("import", "unpack an OCI image layout into the store");
+  iimport->add_option("DIR", iopt.layout, "the image layout (skopeo copy ... oci:DIR)")->required();
+  iimport->add_option("--name", iopt.name, "the image's name here (default: its ref name)");
+  iimport->add_option("--ref", iopt.ref, "which manifest of the layout (its ref name)");
+  auto *ilist = image->add_subcommand("list", "every imported image");
+  auto *ishow = image->add_subcommand("show", "one image: layers, command, env");
+  ishow->add_option("NAME", name, "image name")->required();
 
   // bench
   auto *bench = app.add_subcommand("bench", "whole-sandbox benchmarks, modes side by side");
@@ -255,6 +305,29 @@ int main(int argc, char **argv) {
       }
       return kExitOk;
     }
+    if (*iimport) {
+      iopt.store = image_dir;
+      auto i = import_oci_image(iopt);
+      out.print(to_json(i), text_of(i));
+      return kExitOk;
+    }
+    if (*ilist) {
+      nlohmann::json j = nlohmann::json::array();
+      std::string text;
+      for (const auto &n : list_oci_images(image_dir)) {
+        auto i = read_oci_image(image_dir, n);
+        j.push_back(to_json(i));
+        text += fmt::format("{:<30} {} layer(s)  {}\n", i.name, i.layers.size(),
+                            i.manifest_digest);
+      }
+      out.print(j, text.empty() ? "no images\n" : text);
+      return kExitOk;
+    }
+    if (*ishow) {
+      auto i = read_oci_image(image_dir, name);
+      out.print(to_json(i), text_of(i));
+      return kExitOk;
+    }
     Runtime rt(ro);
     if (*tcreate) {
       treq.memory_mib = parse_size(memory) >> 20;
@@ -284,6 +357,20 @@ int main(int argc, char **argv) {
         sreq.memory_bytes = parse_size(*smemory);
       if (pids)
         sreq.pids = parse_limits(std::nullopt, std::nullopt, pids, std::nullopt).pids;
+      if (!image_name.empty()) {
+        // The image's layers first (bottom first), --rootfs layers on top;
+        // its command, environment and cwd unless given here.
+        OciImage i = read_oci_image(image_dir, image_name);
+        sreq.layers.insert(sreq.layers.begin(), i.layers.begin(), i.layers.end());
+        std::vector<std::string> cmd = i.entrypoint;
+        cmd.insert(cmd.end(), i.cmd.begin(), i.cmd.end());
+        if (!cmd.empty())
+          sreq.command = cmd;
+        if (!i.env.empty())
+          sreq.env = i.env;
+        if (!cwd_given && !i.cwd.empty())
+          sreq.cwd = i.cwd;
+      }
       if (!command.empty())
         sreq.command = command;
       for (const auto &e : env) {

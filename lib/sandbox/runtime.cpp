@@ -26,6 +26,7 @@
 #include "storage/layer.h"
 #include "storage/mount_table.h"
 #include "storage/rolayer.h"
+#include "util/cli.h"
 #include "util/error.h"
 #include "util/fd.h"
 #include "util/temp.h"
@@ -298,18 +299,7 @@ uint64_t smaps_field_kib(const std::string &text, const std::string &key) {
 } // namespace
 
 void validate_sandbox_name(const std::string &name, const char *what) {
-  auto bad = [&](const char *why) {
-    return InputError(fmt::format("invalid {} name '{}': {}", what, name, why));
-  };
-  if (name.empty())
-    throw bad("empty");
-  if (name.size() > 40)
-    throw bad("longer than 40 characters");
-  if (name[0] == '.' || name[0] == '-')
-    throw bad("starts with '.' or '-'");
-  for (unsigned char c : name)
-    if (!std::isalnum(c) && c != '_' && c != '.' && c != '-')
-      throw bad("only letters, digits, '_', '.' and '-' are allowed");
+  check_object_name(name, what, 40);
 }
 
 // --- JSON ---------------------------------------------------------------

@@ -127,4 +127,21 @@ int run_command(const CliOutput &out, const std::function<int()> &command) {
   }
 }
 
+void check_object_name(const std::string &name, const char *what, size_t max_len,
+                       const std::string &extra) {
+  auto bad = [&](const std::string &why) {
+    return InputError(fmt::format("invalid {} name '{}': {}", what, name, why));
+  };
+  if (name.empty())
+    throw bad("empty");
+  if (name.size() > max_len)
+    throw bad(fmt::format("longer than {} characters", max_len));
+  if (name[0] == '.' || name[0] == '-')
+    throw bad("starts with '.' or '-'");
+  for (unsigned char c : name)
+    if (!std::isalnum(c) && c != '_' && c != '.' && c != '-' && extra.find(c) == std::string::npos)
+      throw bad(fmt::format("only letters, digits, '_', '.', '-'{} are allowed",
+                            extra.empty() ? "" : " and '" + extra + "'"));
+}
+
 } // namespace rundkit

@@ -47,4 +47,11 @@ void end_progress_line();
 // exception into 1, both printed through `out`.
 int run_command(const CliOutput &out, const std::function<int()> &command);
 
+// A name an object is stored under (a file name in a state directory): 1
+// to `max_len` letters, digits, '_', '.', '-' and the characters of
+// `extra`, not starting with '.' or '-'.  InputError "invalid WHAT name
+// 'NAME': why" otherwise.
+void check_object_name(const std::string &name, const char *what, size_t max_len,
+                       const std::string &extra = "");
+
 } // namespace rundkit

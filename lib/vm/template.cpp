@@ -17,10 +17,10 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
-#include <openssl/evp.h>
 
 #include "util/error.h"
 #include "util/fd.h"
+#include "util/sha256.h"
 #include "util/temp.h"
 
 namespace rundkit::vm {
@@ -38,38 +38,6 @@ uint64_t us_since(Clock::time_point t) {
 std::chrono::milliseconds left_until(Clock::time_point deadline) {
   auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
   return std::max(left, std::chrono::milliseconds(0));
-}
-
-struct EvpCtx {
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  ~EvpCtx() { EVP_MD_CTX_free(ctx); }
-};
-
-// sha256 of what `fd` holds from offset 0 (pread: its offset is untouched).
-std::string fd_sha256(const Fd &fd) {
-  EvpCtx c;
-  if (!c.ctx || EVP_DigestInit_ex(c.ctx, EVP_sha256(), nullptr) != 1)
-    throw Error("sha256 of '" + fd.path() + "': OpenSSL could not set up a digest");
-  std::vector<char> buf(1 << 20);
-  off_t off = 0;
-  for (;;) {
-    ssize_t n = ::pread(fd.get(), buf.data(), buf.size(), off);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      throw Error("read", fd.path(), errno);
-    if (n == 0)
-      break;
-    EVP_DigestUpdate(c.ctx, buf.data(), static_cast<size_t>(n));
-    off += n;
-  }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  EVP_DigestFinal_ex(c.ctx, md, &len);
-  std::string hex;
-  for (unsigned i = 0; i < len; ++i)
-    hex += fmt::format("{:02x}", md[i]);
-  return hex;
 }
 
 int64_t ns_of(const struct timespec &ts) {

@@ -630,6 +630,57 @@ TEST(Template, BadMachineKernelOrModulesAreRefusedAndLeaveNothing) {
   EXPECT_NOTHING_LEFT();
 }
 
+// An OCI image built with Debian's umoci from the base layer's files:
+// imported, then a sandbox runs its configured command in its cwd with its
+// environment, on its layers.
+TEST(Sandbox, StartsFromAnImportedOciImage) {
+  NEED_ENV();
+  if (::system("command -v umoci >/dev/null") != 0)
+    GTEST_SKIP() << "no umoci (apt-get install umoci)";
+  auto &e = env();
+  std::string dir = make_dir("/var/tmp/rundctl-test-oci.XXXXXX");
+  std::string L = dir + "/layout", B = dir + "/bundle", store = dir + "/store";
+  auto umoci = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), "umoci");
+    run_capture(args);
+  };
+  umoci({"init", "--layout", L});
+  umoci({"new", "--image", L + ":app"});
+  umoci({"unpack", "--image", L + ":app", B});
+  fs::copy(e.base, B + "/rootfs", fs::copy_options::recursive | fs::copy_options::copy_symlinks |
+                                      fs::copy_options::overwrite_existing);
+  Env::write_file_new(B + "/rootfs/etc/app.conf", "from the image\n");
+  for (const char *applet : {"pidof", "tr", "sed"})
+    fs::create_symlink("busybox", B + "/rootfs/bin/" + std::string(applet));
+  umoci({"repack", "--image", L + ":app", B});
+  umoci({"config", "--image", L + ":app", "--config.cmd", "/bin/sleep", "--config.cmd", "100000",
+         "--config.env", "APP_MODE=oci", "--config.workingdir", "/etc"});
+
+  Result imp = e.rundctl({"--image-dir", store, "image", "import", L, "--ref", "app"});
+  ASSERT_EQ(imp.code, 0) << imp.out << imp.err;
+  EXPECT_EQ(imp.json()["name"], "app") << imp.out;
+  EXPECT_EQ(imp.json()["layers_unpacked"], 1) << imp.out;
+  Result bad = e.rundctl({"--image-dir", store, "image", "import", dir});
+  EXPECT_EQ(bad.code, 2) << bad.out;
+
+  Result s = e.rundctl({"--image-dir", store, "sandbox", "start", "img", "--template",
+                        e.template_name, "--image", "app", "--cgroup-parent", e.parent});
+  ASSERT_EQ(s.code, 0) << s.out << s.err;
+  EXPECT_EQ(s.json()["command"], (nlohmann::json{"/bin/sleep", "100000"})) << s.out;
+  Result r = e.rundctl({"sandbox", "exec", "img", "--", "/bin/sh", "-c",
+                        "cat /etc/app.conf; cat /proc/$(pidof sleep)/environ | tr '\\0' '\\n' "
+                        "| grep APP_MODE; ls -l /proc/$(pidof sleep)/cwd | sed 's/.*-> //'"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(r.json()["stdout"], "from the image\nAPP_MODE=oci\n/etc\n") << r.out;
+  EXPECT_EQ(e.rundctl({"sandbox", "stop", "img"}).code, 0);
+  Result none = e.rundctl({"--image-dir", store, "sandbox", "start", "img2", "--template",
+                           e.template_name, "--image", "nope", "--cgroup-parent", e.parent});
+  EXPECT_EQ(none.code, 2) << none.out;
+  EXPECT_NE(none.out.find("no image named 'nope'"), std::string::npos) << none.out;
+  fs::remove_all(dir);
+  EXPECT_NOTHING_LEFT();
+}
+
 // kill -9 of rundctl anywhere in start or stop: gc leaves nothing.  The
 // kill times are spread over how long a start and a stop take here.
 TEST(Sandbox, KilledAnywhereThenGcLeavesNothing) {

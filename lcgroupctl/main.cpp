@@ -1,5 +1,7 @@
 // lcgroupctl OBJECT VERB: parses arguments, calls librundkit, prints.
 // Exit codes: 0 ok, 1 the operation failed, 2 bad command line or value.
+#include <signal.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <iostream>
@@ -15,6 +17,7 @@
 #include "cgroup/backend.h"
 #include "cgroup/host_info.h"
 #include "cgroup/names.h"
+#include "cgroup/pool_keeper.h"
 #include "util/cli.h"
 #include "util/error.h"
 #include "util/units.h"
@@ -115,6 +118,16 @@ int main(int argc, char **argv) {
                  "start a parked process in every entry; a claim's command is exec'd in it, "
                  "so it needs no migration (v1) or CLONE_INTO_CGROUP (cgroup2) on the "
                  "start-up path (userspace pools only)");
+  auto *keep = pool->add_subcommand(
+      "keep", "keep the pool at SIZE entries until SIGTERM: gc, fill, refill after claims");
+  keep->add_option("PARENT", parent, "parent cgroup, relative to each hierarchy root")->required();
+  keep->add_option("--size", size_text, fmt::format("entries to keep ready, 1 to {}", kMaxPoolSize))
+      ->required();
+  LimitOptions keep_limits;
+  keep_limits.add_to(keep);
+  keep->add_flag("--park", park, "a parked process in every entry (as pool fill --park)");
+  std::string interval = "200ms";
+  keep->add_option("--interval", interval, "how often the pool is checked")->capture_default_str();
   auto *status = pool->add_subcommand("status", "target, available, hits and misses");
   status->add_option("PARENT", parent, "parent cgroup")->required();
   auto *drain = pool->add_subcommand("drain", "remove every pooled entry");
@@ -204,6 +217,14 @@ int main(int argc, char **argv) {
     size_t size = *fill ? parse_count(size_text, "--size", 0, kMaxPoolSize) : 0;
     if (*fill)
       fill_limits.parse();
+    std::chrono::milliseconds keep_interval{0};
+    if (*keep) {
+      size = parse_count(size_text, "--size", 1, kMaxPoolSize);
+      keep_limits.parse();
+      keep_interval = parse_ms(interval, "--interval");
+      if (keep_interval.count() < 10)
+        throw InputError(fmt::format("--interval {}: at least 10ms", interval));
+    }
     if (*claim) {
       claim_limits.parse();
       validate_name(name);
@@ -238,9 +259,44 @@ int main(int argc, char **argv) {
       end_progress_line();
       auto s = backend->status(parent);
       out.print(to_json(s), text_of(s));
-    } else if (*status) {
+    } else if (*keep) {
+      // SIGTERM and SIGINT arrive through a descriptor the keeper polls:
+      // it stops between two checks, never inside a fill.
+      sigset_t stop;
+      sigemptyset(&stop);
+      sigaddset(&stop, SIGTERM);
+      sigaddset(&stop, SIGINT);
+      ::sigprocmask(SIG_BLOCK, &stop, nullptr);
+      int sfd = ::signalfd(-1, &stop, SFD_CLOEXEC);
+      if (sfd < 0)
+        throw Error("signalfd", "SIGTERM, SIGINT", errno);
+      Fd stop_fd(sfd, "signalfd");
+      KeepOptions ko;
+      ko.parent = parent;
+      ko.size = size;
+      ko.defaults = keep_limits.parse();
+      ko.park = park;
+      ko.interval = keep_interval;
+      ko.log = [](const std::string &line) {
+        std::cerr << "lcgroupctl pool keep: " << line << std::endl;
+      };
+      int code = keep_pool(*backend, ko, stop_fd.get());
       auto s = backend->status(parent);
       out.print(to_json(s), text_of(s));
+      return code;
+    } else if (*status) {
+      auto s = backend->status(parent);
+      nlohmann::json j = to_json(s);
+      std::string text = text_of(s);
+      if (auto k = read_keeper(backend->state(), normalize_parent(parent))) {
+        j["keeper"] = to_json(*k);
+        text += fmt::format("  kept by pid {} since {}: size {}, {} refills, {} entries made{}\n",
+                            k->process.pid, k->since, k->size, k->refills, k->entries_made,
+                            k->last_error.empty() ? "" : ", last error: " + k->last_error);
+      } else {
+        j["keeper"] = nullptr;
+      }
+      out.print(j, text);
     } else if (*drain) {
       backend->drain(parent, progress_line);
       end_progress_line();

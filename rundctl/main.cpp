@@ -77,21 +77,6 @@ std::string text_of(const GcOutcome &g) {
   return s.empty() ? "nothing to clean\n" : s;
 }
 
-std::chrono::milliseconds parse_ms(const std::string &text, const char *what) {
-  // "500ms", "10s", or plain seconds.
-  try {
-    size_t used = 0;
-    double v = std::stod(text, &used);
-    std::string unit = text.substr(used);
-    double msv = unit == "ms" ? v : (unit == "s" || unit.empty()) ? v * 1000 : -1;
-    if (msv < 0 || msv > 86400e3 || !(v >= 0))
-      throw std::invalid_argument(text);
-    return std::chrono::milliseconds(static_cast<long>(msv));
-  } catch (const std::exception &) {
-    throw InputError(fmt::format("invalid {} '{}': a duration like 500ms or 10s", what, text));
-  }
-}
-
 } // namespace
 
 nlohmann::json to_json(const OciImage &i) {

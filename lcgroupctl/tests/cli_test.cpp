@@ -10,7 +10,10 @@
 #include <sstream>
 #include <sys/stat.h>
 #include <filesystem>
+#include <chrono>
+#include <signal.h>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -76,6 +79,14 @@ CliRun run(std::vector<std::string> args, uid_t as = 0) {
   ::waitpid(pid, &st, 0);
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
+}
+
+// A shell command line, as a unit file's command would run.
+CliRun run_sh(const std::string &line) {
+  rundkit::SpawnOptions o;
+  o.argv = {"/bin/sh", "-c", line};
+  rundkit::RunResult r = rundkit::run(o, std::chrono::milliseconds(60000));
+  return {r.status.shell_code(), r.out, r.stderr_tail};
 }
 
 } // namespace
@@ -789,4 +800,112 @@ TEST_F(CliFlow, StagedFilesOfKilledWritersAreCollectedAndAFullStateDirCanRelease
   EXPECT_TRUE(left.empty()) << left.size() << " temp files left, first " << left.front();
   ::umount2(small.c_str(), MNT_DETACH);
   std::filesystem::remove_all(small);
+}
+
+// pool keep as a service would run it: fills, refills after claims, one
+// keeper per parent, a clean stop on SIGTERM, and a keeper killed with -9
+// leaves a record the next keeper takes over.
+TEST_F(CliFlow, PoolKeepRefillsAfterClaimsAndStopsCleanly) {
+  using namespace std::chrono_literals;
+  ASSERT_EQ(with({"parent", "create", parent_}).code, 0);
+  auto keeper = [&] {
+    rundkit::SpawnOptions o;
+    o.argv = {cli_binary(), "--state-dir", state_, "pool", "keep", parent_, "--size", "3",
+              "--interval", "50ms"};
+    o.out = rundkit::Stdio::null();
+    o.err = rundkit::Stdio::null();
+    return rundkit::spawn(o);
+  };
+  auto status = [&] { return nlohmann::json::parse(with({"pool", "status", parent_}).out); };
+  // Waits up to 10 s for `ok` of the status; the status it ended with.
+  auto wait_for = [&](auto ok) {
+    nlohmann::json s;
+    for (int i = 0; i < 200; ++i) {
+      s = status();
+      if (ok(s))
+        break;
+      std::this_thread::sleep_for(50ms);
+    }
+    return s;
+  };
+  auto kept = [](const nlohmann::json &s) { return s["available"] == 3 && !s["keeper"].is_null(); };
+
+  rundkit::Child k = keeper();
+  nlohmann::json s = wait_for(kept);
+  ASSERT_TRUE(kept(s)) << s.dump();
+  EXPECT_EQ(s["keeper"]["process"]["pid"], k.pid());
+  auto second = with({"pool", "keep", parent_, "--size", "3"});
+  EXPECT_EQ(second.code, 2) << second.out;
+  EXPECT_NE(second.out.find("is kept already, by pid"), std::string::npos) << second.out;
+
+  ASSERT_EQ(with({"claim", parent_, "s1"}).code, 0);
+  ASSERT_EQ(with({"claim", parent_, "s2"}).code, 0);
+  s = wait_for([](const nlohmann::json &j) {
+    return j["available"] == 3 && !j["keeper"].is_null() && j["keeper"]["refills"] >= 1;
+  });
+  EXPECT_EQ(s["available"], 3) << s.dump();
+  EXPECT_EQ(s["hits"], 2) << s.dump();
+  EXPECT_GE(s["keeper"]["refills"].get<int>(), 1) << s.dump();
+
+  k.signal(SIGTERM);
+  auto st = k.wait_for(5000ms);
+  ASSERT_TRUE(st) << "the keeper did not stop on SIGTERM";
+  EXPECT_TRUE(st->ok()) << st->describe();
+  s = status();
+  EXPECT_TRUE(s["keeper"].is_null()) << s.dump();
+  EXPECT_EQ(s["available"], 3) << "the pool stays as it is after a stop";
+  EXPECT_TRUE(std::filesystem::is_empty(state_ + "/keepers"));
+
+  // kill -9: no keeper any more, and the next one takes over.
+  rundkit::Child k2 = keeper();
+  ASSERT_TRUE(kept(wait_for(kept)));
+  k2.signal(SIGKILL);
+  k2.wait();
+  EXPECT_TRUE(status()["keeper"].is_null());
+  rundkit::Child k3 = keeper();
+  s = wait_for(kept);
+  ASSERT_TRUE(kept(s)) << s.dump();
+  EXPECT_EQ(s["keeper"]["process"]["pid"], k3.pid());
+  k3.signal(SIGTERM);
+  EXPECT_TRUE(k3.wait_for(5000ms));
+
+  // Bad input: refused before anything, nothing recorded.
+  EXPECT_EQ(with({"pool", "keep", parent_, "--size", "0"}).code, 2);
+  EXPECT_EQ(with({"pool", "keep", parent_, "--size", "3", "--interval", "1ms"}).code, 2);
+  auto missing = with({"pool", "keep", parent_ + "/nope", "--size", "3"});
+  EXPECT_EQ(missing.code, 1) << missing.out;
+  EXPECT_TRUE(std::filesystem::is_empty(state_ + "/keepers"));
+}
+
+// The systemd unit in the repo: systemd itself finds nothing wrong with an
+// instance of it (once its binary is where the unit says), and both of its
+// commands are ones this lcgroupctl accepts.
+TEST(Cli, SystemdUnitVerifiesAndItsCommandsParse) {
+  if (::system("command -v systemd-analyze >/dev/null") != 0)
+    GTEST_SKIP() << "no systemd-analyze";
+  std::ifstream in(LCGROUPCTL_SOURCE_DIR "/systemd/lcgroupctl-pool@.service");
+  ASSERT_TRUE(in) << "no unit file";
+  std::string unit((std::istreambuf_iterator<char>(in)), {});
+  std::string dir = rundkit::cgtest::make_temp_dir("unit");
+  std::string text = unit;
+  for (size_t at; (at = text.find("/usr/local/bin/lcgroupctl")) != std::string::npos;)
+    text.replace(at, std::strlen("/usr/local/bin/lcgroupctl"), cli_binary());
+  std::ofstream(dir + "/lcgroupctl-pool@.service") << text;
+  auto verify = run_sh("systemd-analyze verify '" + dir + "/lcgroupctl-pool@kubepods.service'");
+  EXPECT_EQ(verify.code, 0) << verify.out << verify.err;
+  // Both commands, with the unit's defaults, parse (--help: nothing runs).
+  for (const char *key : {"ExecStartPre=", "ExecStart="}) {
+    size_t at = unit.find(std::string("\n") + key);
+    ASSERT_NE(at, std::string::npos) << key;
+    std::string line = unit.substr(at + 1 + std::strlen(key));
+    line = line.substr(0, line.find('\n'));
+    for (auto [from, to] : {std::pair<std::string, std::string>{"/usr/local/bin/lcgroupctl",
+                                                                 cli_binary()},
+                            {"%I", "kubepods"}, {"${POOL_SIZE}", "64"}, {"$POOL_OPTIONS", ""}})
+      for (size_t p; (p = line.find(from)) != std::string::npos;)
+        line.replace(p, from.size(), to);
+    auto r = run_sh(line + " --help");
+    EXPECT_EQ(r.code, 0) << line << "\n" << r.out << r.err;
+  }
+  std::filesystem::remove_all(dir);
 }

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
@@ -57,6 +58,20 @@ uint64_t parse_count(const std::string &text, const char *what, uint64_t min, ui
   if (n < min)
     throw bad(fmt::format("at least {}", min));
   return n;
+}
+
+std::chrono::milliseconds parse_ms(const std::string &text, const char *what) {
+  try {
+    size_t used = 0;
+    double v = std::stod(text, &used);
+    std::string unit = text.substr(used);
+    double msv = unit == "ms" ? v : (unit == "s" || unit.empty()) ? v * 1000 : -1;
+    if (msv < 0 || msv > 86400e3 || !(v >= 0))
+      throw std::invalid_argument(text);
+    return std::chrono::milliseconds(static_cast<long>(msv));
+  } catch (const std::exception &) {
+    throw InputError(fmt::format("invalid {} '{}': a duration like 500ms or 10s", what, text));
+  }
 }
 
 } // namespace rundkit

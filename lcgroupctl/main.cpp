@@ -4,6 +4,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <iostream>
 #include <optional>
 
@@ -17,9 +18,11 @@
 #include "cgroup/backend.h"
 #include "cgroup/host_info.h"
 #include "cgroup/names.h"
+#include "cgroup/oci_runtime.h"
 #include "cgroup/pool_keeper.h"
 #include "util/cli.h"
 #include "util/error.h"
+#include "util/process.h"
 #include "util/units.h"
 
 using namespace rundkit;
@@ -154,6 +157,17 @@ int main(int argc, char **argv) {
       ->capture_default_str();
   claim->add_option("CMD", command, "after --: a command to start inside the cgroup");
 
+  auto *oci = app.add_subcommand(
+      "oci-runtime", "an OCI runtime in front of runc/crun: create and run get pooled cgroups");
+  std::string oci_runtime, oci_log;
+  std::vector<std::string> oci_args;
+  oci->add_option("--runtime", oci_runtime, "the real runtime (/usr/sbin/runc, /usr/bin/crun)")
+      ->required();
+  oci->add_option("--log", oci_log, "append one line per served create/run to this file");
+  oci->add_option("ARGS", oci_args, "after --: the runtime's arguments, as containerd gives them");
+  oci->footer("Install through a wrapper as containerd's runc BinaryName: "
+              "pairing/containerd/runc-pooled.");
+
   auto *release = app.add_subcommand("release", "kill what runs inside, remove the cgroup");
   release->add_option("NAME", name, "sandbox name")->required();
   std::string force_parent;
@@ -231,6 +245,26 @@ int main(int argc, char **argv) {
     }
     if (*release)
       validate_name(name);
+    if (*oci) {
+      // Whatever happens to the pool, the runtime runs: it is the
+      // container's, and the shim must not fail what it would start.
+      std::string runtime = find_executable(oci_runtime);
+      OciInvocation inv = parse_oci_args(oci_args);
+      std::string did;
+      if (::geteuid() == 0 && (inv.command == "create" || inv.command == "run")) {
+        try {
+          auto backend = make_backend(cfg, detect_layout(cfg.layout));
+          did = serve_pooled_cgroup(*backend, inv);
+        } catch (const std::exception &e) {
+          did = fmt::format("not served from a pool: {}", e.what());
+        }
+      }
+      if (!oci_log.empty() && !did.empty()) {
+        std::ofstream log(oci_log, std::ios::app);
+        log << inv.command << " " << inv.id << ": " << did << "\n";
+      }
+      exec_runtime(runtime, oci_args);
+    }
     if (*info) {
       auto j = host_info(cfg);
       out.print(j, text_of_info(j));

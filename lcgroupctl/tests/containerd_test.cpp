@@ -51,16 +51,30 @@ Ran run_argv(std::vector<std::string> argv, std::vector<std::string> env = {}) {
   return {r.status.shell_code(), r.out, r.stderr_tail};
 }
 
-class Containerd : public ::testing::Test {
+// Each test runs once with runc and once with crun in front of the shim.
+class Containerd : public ::testing::TestWithParam<std::string> {
 protected:
   void SetUp() override {
     if (::geteuid() != 0)
       GTEST_SKIP() << "needs root";
-    for (const char *tool : {"containerd", "ctr", "runc", "umoci"})
+    for (const std::string tool : {"containerd", "ctr", "umoci", GetParam().c_str()})
       if (::system(fmt::format("command -v {} >/dev/null", tool).c_str()) != 0)
-        GTEST_SKIP() << "no " << tool << " (apt-get install containerd runc umoci)";
+        GTEST_SKIP() << "no " << tool << " (apt-get install containerd runc crun umoci)";
     if (!fs::exists("/sys/fs/cgroup/memory/cgroup.procs"))
       GTEST_SKIP() << "not a cgroup v1 host: the shim serves v1 (cgroup2 uses the kernel pool)";
+    if (GetParam() == "crun")
+      for (const auto &m : read_mount_table())
+        if (m.fstype == "cgroup2") {
+          std::string controllers;
+          try {
+            controllers = read_file(m.target + "/cgroup.controllers");
+          } catch (const Error &) {
+          }
+          if (controllers.find_first_not_of(" \n") != std::string::npos)
+            GTEST_SKIP() << "crun refuses a hybrid host whose cgroup2 (" << m.target
+                         << ") has controllers (" << controllers.substr(0, controllers.find('\n'))
+                         << "): \"cgroups in hybrid mode not supported\"";
+        }
     dir_ = cgtest::make_temp_dir("ctd");
     state_ = cgtest::make_temp_dir("ctd-state");
     run_dir_ = fmt::format("/run/lcgroupctl-ctd-test.{}", ::getpid());
@@ -103,9 +117,9 @@ protected:
     for (const auto &[path, extra] : {std::pair<std::string, std::string>{wrapper_, ""},
                                       {crash_wrapper_, "LCGROUPCTL_TEST_STOP_AFTER_CLAIM=1 "}}) {
       std::ofstream(path) << fmt::format(
-          "#!/bin/sh\n{}RUNTIME=$(command -v runc) LCGROUPCTL={} LCGROUPCTL_STATE_DIR={} "
+          "#!/bin/sh\n{}RUNTIME=$(command -v {}) LCGROUPCTL={} LCGROUPCTL_STATE_DIR={} "
           "LCGROUPCTL_OCI_LOG={}/oci.log exec {}/../pairing/containerd/runc-pooled \"$@\"\n",
-          extra, LCGROUPCTL_BIN, state_, dir_, LCGROUPCTL_SOURCE_DIR);
+          extra, GetParam(), LCGROUPCTL_BIN, state_, dir_, LCGROUPCTL_SOURCE_DIR);
       fs::permissions(path, fs::perms::owner_all);
     }
     ASSERT_EQ(lcg({"parent", "create", ns_}).code, 0);
@@ -173,7 +187,7 @@ protected:
 // ctr run through the shim: each container's cgroup is a pool entry,
 // renamed to the name runc asks for, with runc's limits in it; runc's
 // delete removes it; the shim leaves no claim behind.
-TEST_F(Containerd, CtrRunThroughTheShimGetsPooledCgroups) {
+TEST_P(Containerd, CtrRunThroughTheShimGetsPooledCgroups) {
   ASSERT_EQ(lcg({"pool", "fill", ns_, "--size", "3"}).code, 0);
   for (const char *id : {"c0", "c1"}) {
     Ran r = ctr(run_args(id, false, {"/bin/sh", "-c", "grep memory /proc/self/cgroup"}));
@@ -188,7 +202,7 @@ TEST_F(Containerd, CtrRunThroughTheShimGetsPooledCgroups) {
     std::ifstream(cg + "/memory.limit_in_bytes") >> limit;
     std::this_thread::sleep_for(20ms);
   }
-  EXPECT_EQ(limit, "67108864") << "runc's limit is not in the pooled cgroup";
+  EXPECT_EQ(limit, "67108864") << GetParam() << "'s limit is not in the pooled cgroup";
   nlohmann::json s = pool();
   EXPECT_EQ(s["hits"], 3) << s.dump();
   EXPECT_EQ(s["available"], 0) << s.dump();
@@ -212,7 +226,7 @@ TEST_F(Containerd, CtrRunThroughTheShimGetsPooledCgroups) {
 // The shim killed between the claim and the hand-over (it stops itself
 // there for the test): the container fails to start, and gc releases the
 // claim whose owner is gone, cgroup and all.
-TEST_F(Containerd, ShimKilledAfterItsClaimLeavesWhatGcCleans) {
+TEST_P(Containerd, ShimKilledAfterItsClaimLeavesWhatGcCleans) {
   ASSERT_EQ(lcg({"pool", "fill", ns_, "--size", "1"}).code, 0);
   std::vector<std::string> a = {"ctr", "-a", sock_, "-n", ns_};
   auto ra = run_args("crash", false, {"/bin/true"}, true);
@@ -255,3 +269,6 @@ TEST_F(Containerd, ShimKilledAfterItsClaimLeavesWhatGcCleans) {
   EXPECT_TRUE(claims().empty()) << gc.out;
   EXPECT_FALSE(fs::exists(fmt::format("/sys/fs/cgroup/memory/{}/crash", ns_))) << gc.out;
 }
+
+INSTANTIATE_TEST_SUITE_P(Runtimes, Containerd, ::testing::Values("runc", "crun"),
+                         [](const auto &info) { return info.param; });

@@ -357,7 +357,7 @@ TEST(Cli, UnknownCommandIsNamedWithWhatTheObjectTakes) {
   auto r = run({"pool", "frobnicate", "p"});
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("unknown command 'frobnicate' for 'pool'"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("fill, status, drain"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("fill, keep, status, drain"), std::string::npos) << r.err;
   r = run({"pool"});
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("'pool' needs a command"), std::string::npos) << r.err;

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "testing/cgroup_fixture.h"
+#include "testing/run_tool.h"
 #include "util/proc.h"
 #include "util/process.h"
 
@@ -82,12 +83,7 @@ CliRun run(std::vector<std::string> args, uid_t as = 0) {
 }
 
 // A shell command line, as a unit file's command would run.
-CliRun run_sh(const std::string &line) {
-  rundkit::SpawnOptions o;
-  o.argv = {"/bin/sh", "-c", line};
-  rundkit::RunResult r = rundkit::run(o, std::chrono::milliseconds(60000));
-  return {r.status.shell_code(), r.out, r.stderr_tail};
-}
+rundkit::ToolRun run_sh(const std::string &line) { return rundkit::run_tool({"/bin/sh", "-c", line}); }
 
 } // namespace
 

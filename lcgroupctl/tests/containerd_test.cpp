@@ -23,6 +23,7 @@
 
 #include "storage/mount_table.h"
 #include "testing/cgroup_fixture.h"
+#include "testing/run_tool.h"
 #include "util/error.h"
 #include "util/process.h"
 
@@ -31,25 +32,6 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 namespace {
-
-struct Ran {
-  int code = -1;
-  std::string out, err;
-};
-
-Ran run_argv(std::vector<std::string> argv, std::vector<std::string> env = {}) {
-  SpawnOptions o;
-  o.argv = std::move(argv);
-  if (!env.empty()) {
-    std::vector<std::string> e;
-    for (char **p = environ; *p; ++p)
-      e.emplace_back(*p);
-    e.insert(e.end(), env.begin(), env.end());
-    o.env = e;
-  }
-  RunResult r = run(o, 120000ms);
-  return {r.status.shell_code(), r.out, r.stderr_tail};
-}
 
 // Each test runs once with runc and once with crun in front of the shim.
 class Containerd : public ::testing::TestWithParam<std::string> {
@@ -83,15 +65,15 @@ protected:
     fs::create_directories(run_dir_);
     // The image: busybox, built with umoci, as an OCI archive.
     std::string L = dir_ + "/layout", B = dir_ + "/bundle";
-    ASSERT_EQ(run_argv({"umoci", "init", "--layout", L}).code, 0);
-    ASSERT_EQ(run_argv({"umoci", "new", "--image", L + ":bb"}).code, 0);
-    ASSERT_EQ(run_argv({"umoci", "unpack", "--image", L + ":bb", B}).code, 0);
+    ASSERT_EQ(run_tool({"umoci", "init", "--layout", L}).code, 0);
+    ASSERT_EQ(run_tool({"umoci", "new", "--image", L + ":bb"}).code, 0);
+    ASSERT_EQ(run_tool({"umoci", "unpack", "--image", L + ":bb", B}).code, 0);
     fs::create_directories(B + "/rootfs/bin");
     fs::copy_file("/bin/busybox", B + "/rootfs/bin/busybox");
     for (const char *a : {"sh", "cat", "sleep", "grep", "true"})
       fs::create_symlink("busybox", B + "/rootfs/bin/" + std::string(a));
-    ASSERT_EQ(run_argv({"umoci", "repack", "--image", L + ":bb", B}).code, 0);
-    ASSERT_EQ(run_argv({"sh", "-c", "cd \"$0\" && tar -cf ../bb.tar .", L}).code, 0);
+    ASSERT_EQ(run_tool({"umoci", "repack", "--image", L + ":bb", B}).code, 0);
+    ASSERT_EQ(run_tool({"sh", "-c", "cd \"$0\" && tar -cf ../bb.tar .", L}).code, 0);
 
     std::ofstream(dir_ + "/config.toml")
         << fmt::format("version = 2\nroot = \"{}/root\"\nstate = \"{}/state\"\n"
@@ -106,7 +88,7 @@ protected:
     for (int i = 0; i < 200 && !fs::exists(sock_); ++i)
       std::this_thread::sleep_for(50ms);
     ASSERT_TRUE(fs::exists(sock_)) << "containerd did not come up";
-    Ran imp = ctr({"image", "import", "--index-name", "bb:test", dir_ + "/bb.tar"});
+    ToolRun imp = ctr({"image", "import", "--index-name", "bb:test", dir_ + "/bb.tar"});
     ASSERT_EQ(imp.code, 0) << imp.out << imp.err;
 
     // The wrapper as installed, pointed at this build and state directory.
@@ -148,15 +130,15 @@ protected:
       fs::remove_all(d, ec);
   }
 
-  Ran ctr(std::vector<std::string> args, std::vector<std::string> env = {}) {
+  ToolRun ctr(std::vector<std::string> args) {
     std::vector<std::string> a = {"ctr", "-a", sock_, "-n", ns_};
     a.insert(a.end(), args.begin(), args.end());
-    return run_argv(a, std::move(env));
+    return run_tool(a);
   }
-  Ran lcg(std::vector<std::string> args) {
+  ToolRun lcg(std::vector<std::string> args) {
     std::vector<std::string> a = {LCGROUPCTL_BIN, "--json", "--state-dir", state_};
     a.insert(a.end(), args.begin(), args.end());
-    return run_argv(a);
+    return run_tool(a);
   }
   nlohmann::json pool() { return nlohmann::json::parse(lcg({"pool", "status", ns_}).out); }
   std::vector<std::string> run_args(const std::string &id, bool detach,
@@ -190,11 +172,11 @@ protected:
 TEST_P(Containerd, CtrRunThroughTheShimGetsPooledCgroups) {
   ASSERT_EQ(lcg({"pool", "fill", ns_, "--size", "3"}).code, 0);
   for (const char *id : {"c0", "c1"}) {
-    Ran r = ctr(run_args(id, false, {"/bin/sh", "-c", "grep memory /proc/self/cgroup"}));
+    ToolRun r = ctr(run_args(id, false, {"/bin/sh", "-c", "grep memory /proc/self/cgroup"}));
     ASSERT_EQ(r.code, 0) << r.out << r.err;
     EXPECT_NE(r.out.find(fmt::format(":/{}/{}", ns_, id)), std::string::npos) << r.out;
   }
-  Ran d = ctr(run_args("c2", true, {"/bin/sleep", "1000"}));
+  ToolRun d = ctr(run_args("c2", true, {"/bin/sleep", "1000"}));
   ASSERT_EQ(d.code, 0) << d.out << d.err;
   std::string cg = fmt::format("/sys/fs/cgroup/memory/{}/c2", ns_);
   std::string limit;
@@ -218,7 +200,7 @@ TEST_P(Containerd, CtrRunThroughTheShimGetsPooledCgroups) {
   EXPECT_NE(log.find("claimed"), std::string::npos) << log;
 
   // An empty pool: the runtime makes the cgroup itself, the container runs.
-  Ran plain = ctr(run_args("c0", false, {"/bin/true"}));
+  ToolRun plain = ctr(run_args("c0", false, {"/bin/true"}));
   EXPECT_EQ(plain.code, 0) << plain.out << plain.err;
   EXPECT_EQ(pool()["hits"], 3);
 }
@@ -264,7 +246,7 @@ TEST_P(Containerd, ShimKilledAfterItsClaimLeavesWhatGcCleans) {
   auto st = client.wait_for(60000ms);
   ASSERT_TRUE(st);
   EXPECT_FALSE(st->ok()) << "ctr run succeeded without its runtime";
-  Ran gc = lcg({"gc"});
+  ToolRun gc = lcg({"gc"});
   EXPECT_EQ(gc.code, 0) << gc.out;
   EXPECT_TRUE(claims().empty()) << gc.out;
   EXPECT_FALSE(fs::exists(fmt::format("/sys/fs/cgroup/memory/{}/crash", ns_))) << gc.out;

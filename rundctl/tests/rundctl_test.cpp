@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "storage/mount_table.h"
+#include "testing/run_tool.h"
 #include "testing/scratch_fs.h"
 #include "util/error.h"
 #include "util/fd.h"
@@ -44,14 +45,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-  nlohmann::json json() const {
-    auto j = nlohmann::json::parse(out, nullptr, false);
-    return j;
-  }
-};
+using Result = ToolRun;
 
 std::string make_dir(const std::string &tmpl) {
   std::vector<char> buf(tmpl.begin(), tmpl.end());
@@ -79,10 +73,7 @@ struct Env {
   Result rundctl(std::vector<std::string> args, std::chrono::milliseconds timeout = 300s) const {
     std::vector<std::string> argv = global();
     argv.insert(argv.end(), args.begin(), args.end());
-    SpawnOptions o;
-    o.argv = argv;
-    RunResult r = run(o, timeout);
-    return {r.status.shell_code(), r.out, r.stderr_tail};
+    return run_tool(argv, timeout);
   }
   std::vector<std::string> start_args(const std::string &name,
                                       std::vector<std::string> cmd = {}) const {

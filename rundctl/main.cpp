@@ -222,6 +222,10 @@ int main(int argc, char **argv) {
   auto *ilist = image->add_subcommand("list", "every imported image");
   auto *ishow = image->add_subcommand("show", "one image: layers, command, env");
   ishow->add_option("NAME", name, "image name")->required();
+  auto *iremove = image->add_subcommand("remove", "remove an image no sandbox runs on, and its "
+                                                  "layers no other image has");
+  iremove->add_option("NAME", name, "image name")->required();
+  auto *igc = image->add_subcommand("gc", "remove layers no image has and no sandbox runs on");
 
   // bench
   auto *bench = app.add_subcommand("bench", "whole-sandbox benchmarks, modes side by side");
@@ -311,6 +315,21 @@ int main(int argc, char **argv) {
     if (*ishow) {
       auto i = read_oci_image(image_dir, name);
       out.print(to_json(i), text_of(i));
+      return kExitOk;
+    }
+    if (*iremove || *igc) {
+      // The layers running sandboxes have mounted are never removed.
+      std::vector<std::string> in_use;
+      for (const auto &s : Runtime(ro).list())
+        in_use.insert(in_use.end(), s.record.layers.begin(), s.record.layers.end());
+      LayerGc g = *iremove ? remove_oci_image(image_dir, name, in_use)
+                           : gc_oci_layers(image_dir, in_use);
+      std::string text;
+      for (const auto &r : g.removed)
+        text += "removed " + r + "\n";
+      for (const auto &k : g.kept)
+        text += "kept " + k + "\n";
+      out.print({{"removed", g.removed}, {"kept", g.kept}}, text.empty() ? "nothing to remove\n" : text);
       return kExitOk;
     }
     Runtime rt(ro);

@@ -1,6 +1,7 @@
 #include "storage/oci_image.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -332,6 +334,8 @@ int unpack_layer_here(Fd fd, int report, const std::string &what) {
   return out.contains("error") ? 1 : 0;
 }
 
+bool dead_staging(const std::string &name);
+
 // Unpacks the layer `d` into STORE/layers/sha256/HEX (unless it is there),
 // in a chrooted worker.  Returns true if it was unpacked now.
 bool ensure_layer(const std::string &layout, const std::string &layers, const Descriptor &d,
@@ -343,16 +347,10 @@ bool ensure_layer(const std::string &layout, const std::string &layers, const De
   Fd blob = open_blob(layout, d, what);
   std::string stage = fmt::format("{}/.{}.{}", layers, hex, ::getpid());
   std::error_code ec;
-  // Staging directories of imports that were killed (their pid is gone).
+  // Staging directories of imports of this layer that were killed.
   for (const auto &e : fs::directory_iterator(layers, ec)) {
     std::string n = e.path().filename().string();
-    std::string prefix = "." + hex + ".";
-    if (!n.starts_with(prefix))
-      continue;
-    std::string pid = n.substr(prefix.size());
-    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos)
-      continue;
-    if (::kill(std::stoi(pid), 0) < 0 && errno == ESRCH)
+    if (n.starts_with("." + hex + ".") && dead_staging(n))
       fs::remove_all(e.path(), ec);
   }
   fs::remove_all(stage, ec);
@@ -413,6 +411,79 @@ bool ensure_layer(const std::string &layout, const std::string &layers, const De
     fs::remove_all(stage, ec);
     throw;
   }
+}
+
+// The store's lock: imports and gc take turns (flock; dropped if killed).
+Fd lock_store(const std::string &store) {
+  std::filesystem::create_directories(store);
+  std::string path = store + "/.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0)
+    throw Error("open", path, errno);
+  Fd f(fd, path);
+  int rc;
+  while ((rc = ::flock(fd, LOCK_EX)) < 0 && errno == EINTR) {
+  }
+  if (rc < 0)
+    throw Error("flock", path, errno);
+  return f;
+}
+
+// A staging directory ".HEX.PID" whose import is gone.
+bool dead_staging(const std::string &name) {
+  size_t dot = name.rfind('.');
+  if (name.empty() || name[0] != '.' || dot == 0 || dot + 1 >= name.size())
+    return false;
+  std::string pid = name.substr(dot + 1);
+  if (pid.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  return ::kill(std::stoi(pid), 0) < 0 && errno == ESRCH;
+}
+
+LayerGc gc_layers_locked(const std::string &store, const std::vector<std::string> &in_use) {
+  LayerGc r;
+  std::set<std::string> named;
+  for (const auto &n : list_oci_images(store)) {
+    try {
+      for (const auto &d : read_oci_image(store, n).layer_digests)
+        named.insert(d.substr(7));
+    } catch (const InputError &e) {
+      // A damaged record or one missing a layer: its other layers stay.
+      json j = json::parse(read_file(store + "/images/" + n + ".json"), nullptr, false);
+      if (j.is_object() && j.contains("layers") && j["layers"].is_array())
+        for (const auto &d : j["layers"])
+          if (d.is_string() && d.get<std::string>().size() > 7)
+            named.insert(d.get<std::string>().substr(7));
+      r.kept.push_back(fmt::format("image {}: {}", n, e.what()));
+    }
+  }
+  std::set<std::string> busy;
+  for (const auto &p : in_use)
+    busy.insert(fs::path(p).lexically_normal().string());
+  std::error_code ec;
+  for (const auto &e : fs::directory_iterator(store + "/layers/sha256", ec)) {
+    std::string name = e.path().filename().string();
+    std::string path = e.path().string();
+    if (name[0] == '.') {
+      if (dead_staging(name)) {
+        fs::remove_all(path, ec);
+        r.removed.push_back(path);
+      }
+      continue;
+    }
+    if (named.count(name))
+      continue;
+    if (busy.count(path)) {
+      r.kept.push_back(fmt::format("{}: used by a running sandbox", path));
+      continue;
+    }
+    fs::remove_all(path, ec);
+    if (ec)
+      r.kept.push_back(fmt::format("{}: {}", path, ec.message()));
+    else
+      r.removed.push_back(path);
+  }
+  return r;
 }
 
 json image_json(const OciImage &i) {
@@ -527,6 +598,8 @@ OciImage import_oci_image(const OciImportOptions &o) {
     if (!is_layer_type(l.media_type))
       throw InputError(fmt::format("layer {}: media type '{}' is not a tar layer", l.digest,
                                    l.media_type));
+  // One import or gc of the store at a time (see gc_oci_layers).
+  Fd store_lock = lock_store(o.store);
   // The name's owner before any work: the same image again is fine.
   std::string images = o.store + "/images";
   std::string record = images + "/" + img.name + ".json";
@@ -594,6 +667,31 @@ std::vector<std::string> list_oci_images(const std::string &store) {
   }
   std::sort(names.begin(), names.end());
   return names;
+}
+
+LayerGc gc_oci_layers(const std::string &store, const std::vector<std::string> &in_use) {
+  Fd lock = lock_store(store);
+  return gc_layers_locked(store, in_use);
+}
+
+LayerGc remove_oci_image(const std::string &store, const std::string &name,
+                         const std::vector<std::string> &in_use) {
+  Fd lock = lock_store(store);
+  OciImage img = read_oci_image(store, name);
+  std::set<std::string> busy;
+  for (const auto &p : in_use)
+    busy.insert(fs::path(p).lexically_normal().string());
+  for (const auto &l : img.layers)
+    if (busy.count(fs::path(l).lexically_normal().string()))
+      throw InputError(fmt::format("image '{}' is in use: layer {} is a running sandbox's "
+                                   "(stop it first)",
+                                   name, l));
+  std::string record = store + "/images/" + name + ".json";
+  if (::unlink(record.c_str()) < 0)
+    throw Error("unlink", record, errno);
+  LayerGc r = gc_layers_locked(store, in_use);
+  r.removed.insert(r.removed.begin(), record);
+  return r;
 }
 
 } // namespace rundkit

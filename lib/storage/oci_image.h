@@ -66,6 +66,23 @@ OciImage import_oci_image(const OciImportOptions &o);
 OciImage read_oci_image(const std::string &store, const std::string &name);
 std::vector<std::string> list_oci_images(const std::string &store);
 
+// What a removal or gc did: directories removed, and what it kept and why.
+struct LayerGc {
+  std::vector<std::string> removed;
+  std::vector<std::string> kept;
+};
+
+// Removes image NAME, then the layers no other image names (gc_oci_layers).
+// InputError, nothing changed, if there is no such image or a layer of it is
+// in `in_use` (the layer directories of sandboxes that run: stop them first).
+LayerGc remove_oci_image(const std::string &store, const std::string &name,
+                         const std::vector<std::string> &in_use);
+// Removes every layer directory no image record names and `in_use` does not
+// list, and the staging directories of imports that were killed.  Imports
+// and gc of one store take turns (a lock file in the store), so a layer an
+// import is about to name is never removed under it.
+LayerGc gc_oci_layers(const std::string &store, const std::vector<std::string> &in_use);
+
 void validate_image_name(const std::string &name);
 
 } // namespace rundkit

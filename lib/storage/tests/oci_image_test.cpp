@@ -319,3 +319,59 @@ TEST(OciImage, DamagedLayoutsAreRefusedAndAddNothing) {
   EXPECT_EQ(import_oci_image({l.dir, S, "", "one"}).name, "one");
   EXPECT_EQ(refused({l.dir, S, "", "one"}), "(accepted)") << "the same image again is fine";
 }
+
+// Removing an image takes its layers no other image names; a layer a
+// running sandbox uses keeps the image; gc takes dead imports' staging.
+TEST(OciImage, RemoveAndGcKeepWhatIsNamedOrInUse) {
+  NEED_ROOT();
+  TempDir t("/var/tmp/rundkit-oci-test");
+  std::string S = t.path() + "/store";
+  Layout l(t.path() + "/l");
+  l.add_layer({{"shared", AE_IFREG, "A\n"}});
+  l.add_layer({{"only-one", AE_IFREG, "B\n"}});
+  l.finish("one");
+  json shared = l.layers[0];
+  l.layers = {shared};
+  l.add_layer({{"only-two", AE_IFREG, "C\n"}});
+  l.finish("two");
+  OciImage one = import_oci_image({l.dir, S, "", "one"});
+  OciImage two = import_oci_image({l.dir, S, "", "two"});
+  ASSERT_EQ(one.layers[0], two.layers[0]);
+  EXPECT_EQ(two.layers_reused, 1u);
+
+  LayerGc r = remove_oci_image(S, "one", {});
+  EXPECT_FALSE(fs::exists(one.layers[1])) << "its own layer stayed";
+  EXPECT_TRUE(fs::exists(one.layers[0])) << "the layer image two still names went";
+  EXPECT_EQ(list_oci_images(S), std::vector<std::string>{"two"});
+
+  std::string why;
+  try {
+    remove_oci_image(S, "two", {two.layers[1]});
+  } catch (const InputError &e) {
+    why = e.what();
+  }
+  EXPECT_NE(why.find("is in use"), std::string::npos) << why;
+  EXPECT_EQ(list_oci_images(S), std::vector<std::string>{"two"}) << "a refused removal changed it";
+  EXPECT_TRUE(fs::exists(two.layers[1]));
+
+  // A killed import's staging directory (its pid gone) and a stray layer.
+  std::string dead = S + "/layers/sha256/." + std::string(64, 'a') + ".999999999";
+  std::string stray = S + "/layers/sha256/" + std::string(64, 'b');
+  fs::create_directories(dead);
+  fs::create_directories(stray);
+  LayerGc g = gc_oci_layers(S, {});
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_FALSE(fs::exists(stray));
+  EXPECT_TRUE(fs::exists(two.layers[0]) && fs::exists(two.layers[1])) << "gc took a named layer";
+
+  remove_oci_image(S, "two", {});
+  EXPECT_TRUE(fs::is_empty(S + "/layers/sha256"));
+  EXPECT_TRUE(list_oci_images(S).empty());
+  why.clear();
+  try {
+    remove_oci_image(S, "two", {});
+  } catch (const InputError &e) {
+    why = e.what();
+  }
+  EXPECT_NE(why.find("no image named 'two'"), std::string::npos) << why;
+}

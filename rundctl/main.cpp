@@ -232,7 +232,8 @@ int main(int argc, char **argv) {
   bench->require_subcommand(1);
   SandboxBenchOptions bo;
   auto bench_common = [&](CLI::App *b) {
-    b->add_option("--kernel", bo.kernel, "the condensed guest vmlinux")->required();
+    b->add_option("--kernel", bo.kernel, "the condensed guest vmlinux (every mode but the "
+                                         "distro kernel's needs it)");
     b->add_option("--distro-kernel", bo.distro_kernel,
                   "baseline and distro-kernel modes: directory with bzImage and modules/ "
                   "(scripts/build-distro-guest-kernel)");
@@ -257,6 +258,12 @@ int main(int argc, char **argv) {
   bdensity->add_option("--count", bo.counts, "idle sandboxes at once")
       ->delimiter(',')
       ->capture_default_str();
+  bdensity->add_option("--csv", bo.csv, "write the cells as CSV");
+  bdensity->add_option("--png", bo.png, "draw PSS per sandbox, split, per mode and count (gnuplot)");
+  bdensity->add_option("--title", bo.title, "plot title");
+  std::string density_replot;
+  bdensity->add_option("--replot", density_replot,
+                       "only draw --png from this CSV of an earlier run and exit");
   bdensity->add_option("--settle", bo.settle_s, "seconds the sandboxes idle before measuring")
       ->check(CLI::Range(0, 600))
       ->capture_default_str();
@@ -279,6 +286,13 @@ int main(int argc, char **argv) {
     return out.fail(kExitUsage, "sandbox exec NAME -- CMD ...: no command given");
 
   return run_command(out, [&]() -> int {
+    if (*bdensity && !density_replot.empty()) {
+      if (bo.png.empty())
+        throw InputError("--replot needs --png (where to draw the plot)");
+      replot_density(density_replot, bo.png, bo.title);
+      out.print({{"csv", density_replot}, {"png", bo.png}}, fmt::format("wrote {}\n", bo.png));
+      return kExitOk;
+    }
     if (*bench) {
       bo.runtime = ro;
       bo.progress = progress_line;

@@ -93,7 +93,10 @@ void plot_latency(const std::string &csv, const std::string &png, const std::str
     ++idx;
   }
   script += plots + "\n" + data;
+  run_gnuplot(script, png);
+}
 
+void run_gnuplot(const std::string &script, const std::string &png) {
   // The script on gnuplot's stdin (a pipe), its stderr kept for the error.
   // Its stdout is captured and dropped: where the output file cannot be
   // opened gnuplot writes the PNG there, and ours may be a report.

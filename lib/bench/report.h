@@ -22,4 +22,8 @@ void write_csv(const std::string &path, const std::vector<LatencySummary> &rows)
 void plot_latency(const std::string &csv, const std::string &png,
                   const std::string &title);
 
+// Runs a gnuplot script (on its stdin) that writes `png`; the errors of
+// plot_latency.
+void run_gnuplot(const std::string &script, const std::string &png);
+
 } // namespace rundkit

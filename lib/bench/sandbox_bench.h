@@ -94,6 +94,9 @@ struct DensityCell {
 
 std::vector<StartCell> run_start_bench(const SandboxBenchOptions &o);
 std::vector<DensityCell> run_density_bench(const SandboxBenchOptions &o);
+// Draws the density plot from the CSV of an earlier run (bench density
+// --csv), without running anything.
+void replot_density(const std::string &csv, const std::string &png, const std::string &title);
 
 std::string format_start_table(const std::vector<StartCell> &cells);
 std::string format_density_table(const std::vector<DensityCell> &cells);

@@ -881,13 +881,16 @@ TEST(Bench, StartAndDensitySmokeRun) {
                                     "--count", "3", "--modes",
                                     e.distro_dir.empty() ? "rundkit" : "rundkit,baseline",
                                     "--settle", "1", "--idle-window", "1", "--cgroup-parent",
-                                    e.parent + "-bench", "--accel", a};
+                                    e.parent + "-bench", "--accel", a, "--csv",
+                                    e.state + "/density.csv", "--png", e.state + "/density.png"};
   if (!e.distro_dir.empty())
     dargs.insert(dargs.end(), {"--distro-kernel", e.distro_dir});
   Result density = e.rundctl(dargs);
   ASSERT_EQ(density.code, 0) << density.out << density.err;
   auto d = density.json();
   ASSERT_EQ(d.size(), e.distro_dir.empty() ? 1u : 2u) << density.out;
+  EXPECT_GT(fs::file_size(e.state + "/density.png"), 0u) << "no density plot";
+  EXPECT_NE(read_file(e.state + "/density.csv").find("rundkit,3,"), std::string::npos);
   for (const auto &c : d) {
     EXPECT_EQ(c["failed"], 0) << c;
     EXPECT_EQ(c["exec_failed"], 0) << c;

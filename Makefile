@@ -11,7 +11,7 @@ CXX_BUILD := build/cxx
 
 .PHONY: help deps host-kernel host-kernel-stock host-kernel-debug selftests \
 	selftests-stock selftests-debug guest-kernel distro-guest-kernel guest-test cxx cxx-test check demo \
-	demo-kernel-pool \
+	demo-kernel-pool runtimes-test \
 	check-series clean
 
 help:
@@ -22,6 +22,7 @@ help:
 	@echo "make host-kernel        patched Debian 6.1 host kernel (test + debug variants)"
 	@echo "make host-kernel-stock  the same kernel without the series, for comparison"
 	@echo "make selftests          cgroup kselftests + test_lwcg on the patched kernel"
+	@echo "make runtimes-test      Debian's containerd, runc, crun on the patched kernel, pool on/off"
 	@echo "make guest-kernel       condensed sandbox guest kernel (vmlinux, bzImage)"
 	@echo "make distro-guest-kernel Debian's cloud kernel + the agent's modules (bench baseline)"
 	@echo "make guest-test         boot it on q35 and microvm, check every feature"
@@ -51,6 +52,9 @@ selftests-stock:
 
 selftests-debug:
 	scripts/vm-selftests debug
+
+runtimes-test:
+	scripts/vm-runtimes
 
 guest-kernel:
 	scripts/build-guest-kernel

@@ -13,6 +13,8 @@ JOBS=${JOBS:-$(nproc)}
 
 say() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { printf '%s: error: %s\n' "${0##*/}" "$*" >&2; exit 1; }
+# need_arg OPTION ARGS...: in an option loop, OPTION has a non-empty value.
+need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value (see --help)"; }
 
 # Print seconds since the epoch with sub-second precision, for step timings.
 now() { date +%s.%N; }

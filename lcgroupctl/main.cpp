@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/cgroup_bench.h"
+#include "bench/lock_bench.h"
 #include "bench/report.h"
 #include "cgroup/backend.h"
 #include "cgroup/host_info.h"
@@ -223,6 +224,37 @@ int main(int argc, char **argv) {
                   "with lwcg, then v1 modes on v1 hierarchies the controllers move to, "
                   "in that order (see Documentation/lcgroupctl.md)");
 
+  // bench locks: counted, not timed (bench/lock_bench.h).
+  auto *locks = bench->add_subcommand(
+      "locks", "cgroup_mutex and cgroup_threadgroup_rwsem per sandbox set-up, counted by "
+               "lock_stat (a CONFIG_LOCK_STAT kernel in a bare VM)");
+  bench->require_subcommand(0, 1);
+  LockBenchOptions lo;
+  locks->add_option("--modes", lo.modes, "v1-per-hierarchy,v2-mkdir,v2-dynmods-clone,kernel-pool")
+      ->delimiter(',')
+      ->check(CLI::IsMember(lock_bench_modes()))
+      ->capture_default_str();
+  locks->add_option("--setups", lo.setups, "set-ups per mode, one at a time")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  locks->add_option("--concurrency", lo.concurrency,
+                    "levels: each step run by that many threads at once (lock contention)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  locks->add_option("--rounds", lo.rounds, "every level this many times (medians reported)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  locks->add_flag("--setup-vm", lo.setup_vm,
+                  "required: remounts cgroup2 (favordynmods, lwcg) and moves the controllers to "
+                  "v1 hierarchies, in that order");
+  locks->add_option("--csv", lo.csv, "write the steps as CSV");
+  locks->add_option("--png", lo.png, "draw cgroup_mutex hold time per set-up (gnuplot)");
+  std::string locks_replot;
+  locks->add_option("--replot", locks_replot,
+                    "only draw --png from this CSV of an earlier run (one a VM printed) and exit")
+      ->check(CLI::ExistingFile);
+
   if (auto code = parse_command_line(app, argc, argv, out))
     return *code;
 
@@ -268,6 +300,21 @@ int main(int argc, char **argv) {
     if (*info) {
       auto j = host_info(cfg);
       out.print(j, text_of_info(j));
+      return kExitOk;
+    }
+    if (*locks && !locks_replot.empty()) {
+      if (lo.png.empty())
+        throw InputError("--replot needs --png (where to draw the plot)");
+      plot_lock_costs(locks_replot, lo.png);
+      out.print({{"csv", locks_replot}, {"png", lo.png}}, fmt::format("wrote {}\n", lo.png));
+      return kExitOk;
+    }
+    if (*locks) {
+      check_lock_bench_options(lo); // a usage error before the privilege check
+      require_root("lcgroupctl bench locks");
+      auto rows = run_lock_bench(lo, progress_line);
+      end_progress_line();
+      out.print(to_json(rows), format_lock_table(rows));
       return kExitOk;
     }
     if (*bench && !replot.empty()) {

@@ -99,6 +99,24 @@ void kill_until_empty(const std::string &path, int timeout_ms) {
     cg->kill_until_empty(timeout_ms);
 }
 
+PoolFile read_pool(const std::string &dir) {
+  PoolFile f;
+  std::istringstream in(read(dir, kPool));
+  std::string key;
+  uint64_t value;
+  while (in >> key >> value) {
+    if (key == "target")
+      f.target = value;
+    else if (key == "available")
+      f.available = value;
+    else if (key == "hits")
+      f.hits = value;
+    else if (key == "misses")
+      f.misses = value;
+  }
+  return f;
+}
+
 } // namespace rundkit::cgfs
 
 namespace rundkit {

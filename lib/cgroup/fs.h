@@ -42,6 +42,13 @@ std::vector<std::string> words(const std::string &path, const std::string &file)
 // SIGKILLs everything listed in cgroup.procs until it stays empty (new
 // tasks may fork in meanwhile); throws Error(EBUSY) after `timeout_ms`.
 void kill_until_empty(const std::string &path, int timeout_ms = 30000);
+
+// cgroup.pool of a rundkit lwcg kernel, as it reads.
+struct PoolFile {
+  size_t target = 0, available = 0;
+  uint64_t hits = 0, misses = 0;
+};
+PoolFile read_pool(const std::string &dir);
 } // namespace rundkit::cgfs
 
 namespace rundkit {

@@ -25,29 +25,6 @@ namespace {
 // The kernel refuses anything else with EINVAL.
 constexpr size_t kMaxKernelPool = 1024;
 
-struct KernelPoolFile {
-  size_t target = 0, available = 0;
-  uint64_t hits = 0, misses = 0;
-};
-
-KernelPoolFile read_pool_file(const std::string &dir) {
-  KernelPoolFile f;
-  std::istringstream in(cgfs::read(dir, cgfs::kPool));
-  std::string key;
-  uint64_t value;
-  while (in >> key >> value) {
-    if (key == "target")
-      f.target = value;
-    else if (key == "available")
-      f.available = value;
-    else if (key == "hits")
-      f.hits = value;
-    else if (key == "misses")
-      f.misses = value;
-  }
-  return f;
-}
-
 class KernelPool : public Backend {
 public:
   using Backend::Backend;
@@ -91,7 +68,7 @@ public:
     // as full as its emptiest hierarchy.
     bool first = true;
     for (const auto &t : trees()) {
-      auto f = read_pool_file(t->path(parent));
+      auto f = cgfs::read_pool(t->path(parent));
       s.target = first ? f.target : std::min(s.target, f.target);
       s.available = first ? f.available : std::min(s.available, f.available);
       s.hits = first ? f.hits : std::min(s.hits, f.hits);
@@ -155,7 +132,7 @@ private:
         break;
       // A drain (or another fill) set another target: it wins, stop waiting.
       bool changed = std::any_of(trees().begin(), trees().end(), [&](const auto &t) {
-        return read_pool_file(t->path(parent)).target != size;
+        return cgfs::read_pool(t->path(parent)).target != size;
       });
       if (changed)
         return;
@@ -176,7 +153,7 @@ private:
   size_t status_min(const std::string &parent) const {
     size_t m = SIZE_MAX;
     for (const auto &t : trees())
-      m = std::min(m, read_pool_file(t->path(parent)).available);
+      m = std::min(m, cgfs::read_pool(t->path(parent)).available);
     return m;
   }
 };

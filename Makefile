@@ -5,7 +5,8 @@
 
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
-export JOBS KSRC
+# KVER=6.12 builds and tests Debian's 6.12 series instead (default: 6.1).
+export JOBS KSRC KVER
 
 CXX_BUILD := build/cxx
 
@@ -19,7 +20,8 @@ help:
 	@echo "make demo               the main job: 10 microVM sandboxes at once with rundctl"
 	@echo "make demo-kernel-pool   patched kernel in a VM, lwcg pools at work"
 	@echo "make check              every test: C++ unit/integration tests, kselftests in VMs"
-	@echo "make host-kernel        patched Debian 6.1 host kernel (test + debug variants)"
+	@echo "make host-kernel        patched Debian 6.1 host kernel (test + debug variants);"
+	@echo "                        KVER=6.12 with host-kernel*, selftests* and check-series: Debian 6.12"
 	@echo "make host-kernel-stock  the same kernel without the series, for comparison"
 	@echo "make selftests          cgroup kselftests + test_lwcg on the patched kernel"
 	@echo "make runtimes-test      Debian's containerd, runc, crun on the patched kernel, pool on/off"

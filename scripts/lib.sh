@@ -8,7 +8,9 @@ set -euo pipefail
 
 RUNDKIT_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNDKIT_BUILD=${RUNDKIT_BUILD:-$RUNDKIT_TOP/build}
-KERNEL_VERSION=${KERNEL_VERSION:-6.1}
+# KVER (make KVER=6.12, or the environment) picks the Debian kernel series:
+# /usr/src/linux-source-$KVER, kernel-patches/host/$KVER, build/kernel/$KVER.
+KERNEL_VERSION=${KVER:-${KERNEL_VERSION:-6.1}}
 JOBS=${JOBS:-$(nproc)}
 
 say() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }

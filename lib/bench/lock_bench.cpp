@@ -308,7 +308,10 @@ public:
 
 private:
   void fill_pool(const Progress &progress) {
-    program_.attach(Cgroup::open(parent_)->dir());
+    auto parent = Cgroup::open(parent_);
+    if (!parent)
+      throw Error("open", parent_, ENOENT);
+    program_.attach(parent->dir());
     cgfs::write(parent_, cgfs::kPool, std::to_string(n_));
     if (progress)
       progress(fmt::format("  filling a kernel pool of {} under {}", n_, parent_));
@@ -603,6 +606,15 @@ std::vector<LockStepCost> run_lock_bench(const LockBenchOptions &opts, const Pro
 
 namespace {
 
+// The per-operation figures of a step: summed over the steps of a set-up,
+// and each the median over rounds.
+constexpr double LockStepCost::*kCostFields[] = {
+    &LockStepCost::mutex_acquisitions,        &LockStepCost::mutex_hold_us,
+    &LockStepCost::mutex_wait_us,             &LockStepCost::threadgroup_write_acquisitions,
+    &LockStepCost::threadgroup_write_hold_us, &LockStepCost::dir_write_acquisitions,
+    &LockStepCost::dir_write_hold_us,         &LockStepCost::kernfs_write_acquisitions,
+    &LockStepCost::kernfs_write_hold_us,      &LockStepCost::wall_ms};
+
 double median(std::vector<double> v) {
   if (v.empty())
     return 0;
@@ -626,16 +638,8 @@ std::vector<LockStepCost> totals(const std::vector<LockStepCost> &rows) {
       out.back().step = "set-up";
       continue;
     }
-    it->mutex_acquisitions += r.mutex_acquisitions;
-    it->mutex_hold_us += r.mutex_hold_us;
-    it->mutex_wait_us += r.mutex_wait_us;
-    it->threadgroup_write_acquisitions += r.threadgroup_write_acquisitions;
-    it->threadgroup_write_hold_us += r.threadgroup_write_hold_us;
-    it->dir_write_acquisitions += r.dir_write_acquisitions;
-    it->dir_write_hold_us += r.dir_write_hold_us;
-    it->kernfs_write_acquisitions += r.kernfs_write_acquisitions;
-    it->kernfs_write_hold_us += r.kernfs_write_hold_us;
-    it->wall_ms += r.wall_ms;
+    for (auto field : kCostFields)
+      (*it).*field += r.*field;
   }
   return out;
 }
@@ -662,12 +666,7 @@ std::vector<LockStepCost> median_totals(const std::vector<LockStepCost> &rows) {
     LockStepCost m = t;
     m.step = "median";
     m.round = static_cast<int>(same.size()); // how many rounds
-    for (auto field :
-         {&LockStepCost::mutex_acquisitions, &LockStepCost::mutex_hold_us,
-          &LockStepCost::mutex_wait_us, &LockStepCost::threadgroup_write_acquisitions,
-          &LockStepCost::threadgroup_write_hold_us, &LockStepCost::dir_write_acquisitions,
-          &LockStepCost::dir_write_hold_us, &LockStepCost::kernfs_write_acquisitions,
-          &LockStepCost::kernfs_write_hold_us, &LockStepCost::wall_ms})
+    for (auto field : kCostFields)
       m.*field = med(field);
     out.push_back(m);
   }

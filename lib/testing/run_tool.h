@@ -27,4 +27,15 @@ inline ToolRun run_tool(std::vector<std::string> argv,
   return {r.status.shell_code(), r.out, r.stderr_tail};
 }
 
+// Whether `program --version` runs here: tests of what needs an optional
+// tool (gnuplot) skip without it.
+inline bool have_program(const std::string &program) {
+  try {
+    run_capture({program, "--version"});
+    return true;
+  } catch (const Error &) {
+    return false;
+  }
+}
+
 } // namespace rundkit

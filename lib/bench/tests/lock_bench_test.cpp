@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/lock_bench.h"
+#include "testing/run_tool.h"
 #include "util/error.h"
 #include "util/process.h"
 
@@ -181,17 +182,9 @@ TEST(LockReport, TotalsSumTheStepsAndLeaveTheRefillApart) {
   EXPECT_NE(table.find("per set-up"), std::string::npos);
 }
 
-bool have_gnuplot() {
-  try {
-    run_capture({"gnuplot", "--version"});
-    return true;
-  } catch (const Error &) {
-    return false;
-  }
-}
 
 TEST(LockReport, PlotsFromItsCsv) {
-  if (!have_gnuplot())
+  if (!have_program("gnuplot"))
     GTEST_SKIP() << "gnuplot is not installed";
   char tmpl[] = "/tmp/rundkit-locks-XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "bench/report.h"
+#include "testing/run_tool.h"
 #include "util/error.h"
 #include "util/fd.h"
 #include "util/process.h"
@@ -17,19 +18,11 @@ using namespace rundkit;
 
 namespace {
 
-bool have_gnuplot() {
-  try {
-    run_capture({"gnuplot", "--version"});
-    return true;
-  } catch (const Error &) {
-    return false;
-  }
-}
 
 class PlotLatency : public ::testing::Test {
 protected:
   void SetUp() override {
-    if (!have_gnuplot())
+    if (!have_program("gnuplot"))
       GTEST_SKIP() << "gnuplot is not installed";
     char tmpl[] = "/tmp/rundkit-plot-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
